@@ -1,0 +1,55 @@
+"""aiobotocore clients shared by every poller and destination in the process.
+
+Endpoints come from the standard `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_<SERVICE>` variables, which
+botocore resolves itself; credentials from the standard chain. Every call has connect and read
+timeouts so no await on the network can hang for ever.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import anyio
+from aiobotocore.config import AioConfig
+from aiobotocore.session import AioSession, get_session
+
+LONG_POLL_SECONDS = 20
+"""SQS's maximum long-poll wait; the read timeout must exceed it."""
+
+_READ_TIMEOUT = {"sqs": LONG_POLL_SECONDS + 10}
+_DEFAULT_READ_TIMEOUT = 30
+CONNECT_TIMEOUT = 5
+
+
+class AwsClients:
+    """Creates each service's client once, on first use, and closes them all on exit."""
+
+    def __init__(self, region: str, *, max_pool_connections: int = 100) -> None:
+        self.region = region
+        self._session: AioSession = get_session()
+        self._stack = contextlib.AsyncExitStack()
+        self._clients: dict[str, Any] = {}
+        self._lock = anyio.Lock()
+        self._pool = max_pool_connections
+
+    async def __aenter__(self) -> AwsClients:
+        await self._stack.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        with anyio.CancelScope(shield=True):
+            await self._stack.aclose()
+
+    async def client(self, service: str) -> Any:
+        async with self._lock:
+            if service not in self._clients:
+                config = AioConfig(
+                    connect_timeout=CONNECT_TIMEOUT,
+                    read_timeout=_READ_TIMEOUT.get(service, _DEFAULT_READ_TIMEOUT),
+                    max_pool_connections=self._pool,
+                    retries={"mode": "standard", "max_attempts": 3},
+                )
+                creator = self._session.create_client(service, region_name=self.region, config=config)
+                self._clients[service] = await self._stack.enter_async_context(creator)
+            return self._clients[service]

@@ -1,0 +1,75 @@
+"""`sluiceway check`: validate the configuration and reach every source and handler before running."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import anyio
+
+from config.mapping import MappingConfig
+from config.settings import Settings
+from handlers.loader import HandlerLoadError, load_handler
+from pollers.aws import AwsClients
+from pollers.retry import error_code
+
+CHECK_TIMEOUT_SECONDS = 15.0
+
+
+@dataclass
+class CheckResult:
+    mapping: str
+    what: str
+    ok: bool
+    detail: str
+
+    def line(self) -> str:
+        mark = "ok  " if self.ok else "FAIL"
+        return f"{mark} {self.mapping}: {self.what} — {self.detail}"
+
+
+async def _check_sqs(mapping: MappingConfig, clients: AwsClients) -> CheckResult:
+    source = mapping.source_ref
+    sqs = await clients.client("sqs")
+    url = source.queue_url
+    if not url:
+        url = (await sqs.get_queue_url(QueueName=source.name))["QueueUrl"]
+    attrs = (await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"]))["Attributes"]
+    vt = int(attrs.get("VisibilityTimeout", 30))
+    notes = [f"visibility timeout {vt}s"]
+    notes.append("redrive policy set" if "RedrivePolicy" in attrs else "no redrive policy (no DLQ)")
+    return CheckResult(mapping.name, f"source {url}", True, ", ".join(notes))
+
+
+async def _check_source(mapping: MappingConfig, clients: AwsClients) -> CheckResult:
+    try:
+        with anyio.fail_after(CHECK_TIMEOUT_SECONDS):
+            if mapping.kind == "sqs":
+                return await _check_sqs(mapping, clients)
+            return CheckResult(mapping.name, "source", False, f"{mapping.kind} is not supported")
+    except TimeoutError:
+        return CheckResult(mapping.name, "source", False, "no answer within 15s")
+    except Exception as exc:
+        return CheckResult(mapping.name, f"source {mapping.source}", False, f"{error_code(exc)}: {exc}")
+
+
+async def _check_handler(mapping: MappingConfig) -> CheckResult:
+    handler = mapping.handler
+    if handler.startswith(("http://", "https://", "arn:")):
+        return CheckResult(mapping.name, f"handler {handler}", False, "not supported by this build")
+    try:
+        loaded = await anyio.to_thread.run_sync(load_handler, handler, mapping.code_path)
+    except HandlerLoadError as exc:
+        return CheckResult(mapping.name, f"handler {handler}", False, f"{exc.error_type}: {exc}")
+    kind = "async" if loaded.is_async else "sync"
+    return CheckResult(
+        mapping.name, f"handler {handler}", True, f"{kind}, init {loaded.init_duration * 1000:.1f} ms"
+    )
+
+
+async def run_checks(settings: Settings) -> list[CheckResult]:
+    results: list[CheckResult] = []
+    async with AwsClients(settings.aws_region) as clients:
+        for mapping in settings.mappings.values():
+            results.append(await _check_handler(mapping))
+            results.append(await _check_source(mapping, clients))
+    return results

@@ -1,0 +1,71 @@
+"""The `sluiceway` command: run, check, demo."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import anyio
+
+from config import ConfigError, load_settings
+from router.logs import configure_logging
+
+
+def _load_or_exit():  # type: ignore[no-untyped-def]
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        print(f"sluiceway: invalid configuration\n{exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _run(_: argparse.Namespace) -> int:
+    from router.service import Service, UnsupportedMapping
+
+    settings = _load_or_exit()
+    configure_logging(settings.log_level, settings.log_format)
+    if not settings.mappings:
+        print("sluiceway: no mappings configured (set SLUICEWAY_MAPPINGS__<NAME>__SOURCE and __HANDLER)", file=sys.stderr)
+        return 2
+    try:
+        anyio.run(Service(settings).run)
+    except UnsupportedMapping as exc:
+        print(f"sluiceway: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _check(_: argparse.Namespace) -> int:
+    from router.check import run_checks
+
+    settings = _load_or_exit()
+    configure_logging("WARNING", "text")
+    print(f"configuration ok: {len(settings.mappings)} mapping(s)")
+    results = anyio.run(run_checks, settings)
+    for result in results:
+        print(result.line())
+    return 0 if all(r.ok for r in results) else 1
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from router.demo import run_demo
+
+    return run_demo(keep_running=args.keep_running, messages=args.messages, timeout=args.timeout)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sluiceway", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="run every configured mapping").set_defaults(func=_run)
+    sub.add_parser("check", help="validate config and reach every source").set_defaults(func=_check)
+    demo = sub.add_parser("demo", help="everything on an embedded AWS emulator, with a tally")
+    demo.add_argument("--keep-running", action="store_true", help="keep serving after the tally")
+    demo.add_argument("--messages", type=int, default=60, help="messages to send per queue")
+    demo.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds")
+    demo.set_defaults(func=_demo)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""`sluiceway demo`: the whole service on an embedded AWS emulator, with a tally at the end.
+
+It starts moto's server mode on a free loopback port, creates a standard queue and a FIFO queue
+(each with a DLQ through a redrive policy), maps them to the example handlers, sends sample traffic
+(orders, pings that the filter drops, flaky orders that fail once, poison orders that always fail),
+shows live progress, and ends when every message sent is accounted for: handled, filtered out, or in
+a DLQ. Exit status 0 means the tally balanced.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import orjson
+
+from config import load_settings
+from handlers.examples import orders
+from router.logs import configure_logging
+from router.service import Service
+
+REGION = "us-east-1"
+VISIBILITY_SECONDS = 2
+MAX_RECEIVES = 3
+
+
+@dataclass
+class Queue:
+    name: str
+    url: str = ""
+    dlq_url: str = ""
+    sent: int = 0
+    expected_poison: int = 0
+
+
+def _start_emulator() -> tuple[Any, str]:
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError:
+        raise SystemExit(
+            "sluiceway demo needs the embedded emulator: pip install 'sluiceway[demo]'"
+        ) from None
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    return server, f"http://{host}:{port}"
+
+
+async def _create(sqs: Any, queue: Queue, fifo: bool) -> None:
+    suffix = ".fifo" if fifo else ""
+    attrs = {"FifoQueue": "true"} if fifo else {}
+    dlq = await sqs.create_queue(QueueName=f"{queue.name}-dlq{suffix}", Attributes=attrs)
+    queue.dlq_url = dlq["QueueUrl"]
+    dlq_arn = (
+        await sqs.get_queue_attributes(QueueUrl=queue.dlq_url, AttributeNames=["QueueArn"])
+    )["Attributes"]["QueueArn"]
+    redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVES}
+    main_attrs = {
+        **attrs,
+        "VisibilityTimeout": str(VISIBILITY_SECONDS),
+        "RedrivePolicy": orjson.dumps(redrive).decode(),
+    }
+    created = await sqs.create_queue(QueueName=f"{queue.name}{suffix}", Attributes=main_attrs)
+    queue.url = created["QueueUrl"]
+
+
+def _order_body(i: int) -> dict[str, Any]:
+    if i % 10 == 9:
+        return {"type": "ping", "n": i}
+    body: dict[str, Any] = {"type": "order", "id": i, "amount": round(9.5 + i, 2)}
+    if i % 25 == 3:
+        body["poison"] = True
+    elif i % 7 == 1:
+        body["flaky"] = True
+    return body
+
+
+async def _send_traffic(sqs: Any, standard: Queue, fifo: Queue, count: int) -> None:
+    for start in range(0, count, 10):
+        entries = []
+        for i in range(start, min(count, start + 10)):
+            body = _order_body(i)
+            standard.expected_poison += bool(body.get("poison"))
+            entries.append({"Id": str(i), "MessageBody": orjson.dumps(body).decode()})
+        await sqs.send_message_batch(QueueUrl=standard.url, Entries=entries)
+        standard.sent += len(entries)
+        entries = []
+        for i in range(start, min(count, start + 10)):
+            body = {"type": "order", "id": i, "account": f"acct-{i % 4}", "seq": i}
+            if i == 5:
+                body["poison"] = True
+                fifo.expected_poison += 1
+            entries.append(
+                {
+                    "Id": str(i),
+                    "MessageBody": orjson.dumps(body).decode(),
+                    "MessageGroupId": body["account"],
+                    "MessageDeduplicationId": f"ledger-{i}",
+                }
+            )
+        await sqs.send_message_batch(QueueUrl=fifo.url, Entries=entries)
+        fifo.sent += len(entries)
+
+
+async def _queue_depth(sqs: Any, url: str) -> int:
+    attrs = (
+        await sqs.get_queue_attributes(
+            QueueUrl=url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )
+    )["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"]) + int(
+        attrs["ApproximateNumberOfMessagesNotVisible"]
+    )
+
+
+@dataclass
+class Tally:
+    sent: int
+    handled: int
+    filtered: int
+    dead: int
+    waiting: int
+
+    @property
+    def balanced(self) -> bool:
+        return self.waiting == 0 and self.handled + self.filtered + self.dead == self.sent
+
+
+async def _tally(sqs: Any, service: Service, queues: list[Queue]) -> Tally:
+    waiting = dead = 0
+    for queue in queues:
+        waiting += await _queue_depth(sqs, queue.url)
+        dead += await _queue_depth(sqs, queue.dlq_url)
+    filtered = sum(s.filtered_out for s in service.registry.mappings.values())
+    return Tally(
+        sent=sum(q.sent for q in queues),
+        handled=len(orders.processed_ids()),
+        filtered=filtered,
+        dead=dead,
+        waiting=waiting,
+    )
+
+
+def _line(tally: Tally, elapsed: float) -> str:
+    return (
+        f"[{elapsed:5.1f}s] sent {tally.sent}  handled {tally.handled}  filtered {tally.filtered}  "
+        f"in DLQ {tally.dead}  still in queues {tally.waiting}"
+    )
+
+
+async def _demo(url: str, messages: int, timeout: float, keep_running: bool) -> int:
+    from aiobotocore.session import get_session
+
+    standard, fifo = Queue("demo-orders"), Queue("demo-ledger")
+    async with get_session().create_client("sqs", region_name=REGION) as sqs:
+        await _create(sqs, standard, fifo=False)
+        await _create(sqs, fifo, fifo=True)
+        pattern = orjson.dumps({"body": {"type": ["order"]}}).decode()
+        env = {
+            "AWS_REGION": REGION,
+            "SLUICEWAY_HTTP__PORT": os.environ.get("SLUICEWAY_HTTP__PORT", "0"),
+            "SLUICEWAY_CHECKPOINTS__BACKEND": "memory",
+            "SLUICEWAY_MAPPINGS__ORDERS__SOURCE": standard.url,
+            "SLUICEWAY_MAPPINGS__ORDERS__HANDLER": "handlers.examples.orders:handler",
+            "SLUICEWAY_MAPPINGS__ORDERS__FUNCTION_RESPONSE_TYPES": '["ReportBatchItemFailures"]',
+            "SLUICEWAY_MAPPINGS__ORDERS__FILTER_CRITERIA": orjson.dumps(
+                {"Filters": [{"Pattern": pattern}]}
+            ).decode(),
+            "SLUICEWAY_MAPPINGS__ORDERS__SCALING_CONFIG__MAXIMUM_CONCURRENCY": "4",
+            "SLUICEWAY_MAPPINGS__LEDGER__SOURCE": fifo.url,
+            "SLUICEWAY_MAPPINGS__LEDGER__HANDLER": "handlers.examples.orders:handler",
+            "SLUICEWAY_MAPPINGS__LEDGER__FUNCTION_RESPONSE_TYPES": '["ReportBatchItemFailures"]',
+        }
+        settings = load_settings(environ=env)
+        print(f"emulator  {url}")
+        for name, mapping in settings.mappings.items():
+            print(f"mapping   {name}: {mapping.source} -> {mapping.handler}")
+        service = Service(settings, handle_signals=False)
+        interactive = sys.stdout.isatty()
+        started = time.monotonic()
+        result = 1
+        async with anyio.create_task_group() as tg:
+            await tg.start(service.run)
+            if service.http is not None:
+                print(f"health    http://127.0.0.1:{service.http.port}/status")
+            await _send_traffic(sqs, standard, fifo, messages)
+            last_print = 0.0
+            while True:
+                tally = await _tally(sqs, service, [standard, fifo])
+                elapsed = time.monotonic() - started
+                if interactive:
+                    print("\r" + _line(tally, elapsed), end="", flush=True)
+                elif elapsed - last_print >= 2 or tally.balanced:
+                    print(_line(tally, elapsed), flush=True)
+                    last_print = elapsed
+                if tally.balanced or elapsed > timeout:
+                    break
+                await anyio.sleep(0.25)
+            if interactive:
+                print()
+            result = _report(tally, [standard, fifo])
+            if keep_running:
+                print("service keeps running; Ctrl-C to stop")
+                with anyio.open_signal_receiver(2, 15) as signals:
+                    async for _ in signals:
+                        break
+            service.stop()
+    return result
+
+
+def _report(tally: Tally, queues: list[Queue]) -> int:
+    expected_dead = sum(q.expected_poison for q in queues)
+    print("\nclosing tally")
+    print(f"  sent              {tally.sent}")
+    print(f"  handled           {tally.handled}")
+    print(f"  filtered out      {tally.filtered}")
+    print(f"  in DLQs           {tally.dead} (poison messages sent: {expected_dead})")
+    print(f"  still in queues   {tally.waiting}")
+    if tally.balanced:
+        print(f"every message accounted for: {tally.handled} + {tally.filtered} + {tally.dead} = {tally.sent}")
+        return 0
+    print("NOT every message is accounted for yet (timed out)")
+    return 1
+
+
+def run_demo(*, keep_running: bool = False, messages: int = 60, timeout: float = 120.0) -> int:
+    configure_logging(os.environ.get("SLUICEWAY_LOG_LEVEL", "WARNING"), "text")
+    server, url = _start_emulator()
+    os.environ["AWS_ENDPOINT_URL"] = url
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "demo")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "demo")
+    os.environ["AWS_REGION"] = REGION
+    orders.reset()
+    try:
+        return anyio.run(_demo, url, messages, timeout, keep_running)
+    finally:
+        server.stop()

@@ -1,0 +1,254 @@
+"""Invoking a handler with Lambda's synchronous-invoke semantics, without ever raising for it.
+
+Whatever the handler does — raise, hang, return something unserialisable or too large, fail to
+import — comes back as an `InvocationResult`, typed the way Lambda reports it, so retry policy
+never has to catch a handler's exceptions. Only cancellation propagates.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from typing import Any, Protocol
+
+import anyio
+import anyio.to_thread
+import orjson
+
+from handlers.context import LambdaContext, new_log_stream_name
+from handlers.loader import HandlerLoadError, LoadedHandler, load_handler, parse_handler_spec
+from router.outcomes import FunctionError, InvocationResult, Returned
+
+logger = logging.getLogger(__name__)
+
+MAX_RESPONSE_BYTES = 6_291_556
+"""Lambda's limit on a synchronous invocation's response payload."""
+TIMED_OUT = "Sandbox.Timedout"
+MARSHAL_ERROR = "Runtime.MarshalError"
+RESPONSE_TOO_LARGE = "Function.ResponseSizeTooLarge"
+EXIT_ERROR = "Runtime.ExitError"
+
+_JSON_OPTIONS = (
+    orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
+)
+"""Accept what `json.dumps` accepts (int/float/bool/None keys) and refuse what it refuses."""
+
+
+class Invoker(Protocol):
+    """Anything that can run a handler for one batch event."""
+
+    async def invoke(self, event: dict[str, Any]) -> InvocationResult:
+        """Run the handler once; handler failures are results, never exceptions."""
+        ...
+
+
+class PythonInvoker:
+    """Runs a `module:function` handler in this process.
+
+    Sync handlers run in worker threads (at most `max_threads` at once) so the event loop never
+    blocks; async handlers run on the loop. A handler that outlives `function_timeout` is a failed
+    invocation (`Sandbox.Timedout`), but a thread cannot be killed: a timed-out sync handler keeps
+    running in its (abandoned) thread until it returns, outside the `max_threads` count, and the
+    interpreter waits for it at exit. Use process isolation for handlers that may hang.
+
+    Lambda never runs two invocations in one execution environment at once; here concurrent
+    invocations share the module. Handlers that keep per-invocation state at module level
+    (Powertools' module-level `BatchProcessor` does) need `max_threads=1`, the default.
+    """
+
+    def __init__(
+        self,
+        spec: str,
+        code_path: str | None = None,
+        function_name: str | None = None,
+        function_timeout: float = 3.0,
+        memory_size: int = 128,
+        region: str = "us-east-1",
+        account: str = "000000000000",
+        max_threads: int = 1,
+    ) -> None:
+        if function_timeout <= 0:
+            raise ValueError(f"function_timeout must be positive, got {function_timeout}")
+        if max_threads < 1:
+            raise ValueError(f"max_threads must be at least 1, got {max_threads}")
+        self.spec = spec
+        self.code_path = code_path
+        self.function_name = function_name or _default_function_name(spec)
+        self.function_timeout = function_timeout
+        self.memory_size = memory_size
+        self.region = region
+        self.account = account
+        self.max_threads = max_threads
+        self.log_stream_name = new_log_stream_name()
+        self._slots = anyio.CapacityLimiter(max_threads)
+        self._threads = anyio.CapacityLimiter(max_threads)
+        self._load_lock = anyio.Lock()
+        self._loaded: LoadedHandler | None = None
+
+    @property
+    def init_duration(self) -> float | None:
+        """Seconds the handler module's first import took, once it has loaded."""
+        return self._loaded.init_duration if self._loaded else None
+
+    async def warm(self) -> float:
+        """Load the handler now (Lambda's init phase) and return its init duration.
+
+        Raises HandlerLoadError; an invoke would report the same error as a FunctionError.
+        """
+        return (await self._load()).init_duration
+
+    async def invoke(self, event: dict[str, Any]) -> InvocationResult:
+        """Run the handler once with a fresh request id and context."""
+        request_id = str(uuid.uuid4())
+        started = time.monotonic()
+        # A load that happens here (no warm-up, or init failed before) counts toward the timeout,
+        # as Lambda's init-during-invoke does.
+        with anyio.move_on_after(self.function_timeout) as init_scope:
+            try:
+                loaded = await self._load()
+            except HandlerLoadError as e:
+                logger.error("%s: %s", e.error_type, e.message, extra=self._extra(request_id))
+                return FunctionError(e.error_type, e.message, time.monotonic() - started)
+        if init_scope.cancel_called:
+            return self._timed_out(request_id, time.monotonic() - started)
+        if loaded.is_async:
+            return await self._run(loaded, event, request_id, started, self._call_async)
+        async with self._slots:  # queueing for a thread is not running: the clock starts after
+            return await self._run(loaded, event, request_id, time.monotonic(), self._call_sync)
+
+    async def _load(self) -> LoadedHandler:
+        if self._loaded is None:
+            async with self._load_lock:
+                if self._loaded is None:
+                    self._loaded = await anyio.to_thread.run_sync(
+                        load_handler, self.spec, self.code_path, abandon_on_cancel=True
+                    )
+        return self._loaded
+
+    async def _run(
+        self,
+        loaded: LoadedHandler,
+        event: dict[str, Any],
+        request_id: str,
+        started: float,
+        call: Callable[[Callable[..., Any], dict[str, Any], LambdaContext], Awaitable[Any]],
+    ) -> InvocationResult:
+        context = LambdaContext(
+            aws_request_id=request_id,
+            function_name=self.function_name,
+            timeout=self.function_timeout,
+            memory_limit_in_mb=self.memory_size,
+            region=self.region,
+            account=self.account,
+            log_stream_name=self.log_stream_name,
+            started=started,
+        )
+        remaining = self.function_timeout - (time.monotonic() - started)
+        with anyio.move_on_after(remaining) as scope:
+            try:
+                value = await call(loaded.fn, event, context)
+            except (Exception, SystemExit) as e:
+                if scope.cancel_called:
+                    return self._timed_out(request_id, time.monotonic() - started)
+                return self._raised(e, request_id, time.monotonic() - started)
+        duration = time.monotonic() - started
+        if scope.cancel_called:
+            return self._timed_out(request_id, duration)
+        return marshal_response(value, duration)
+
+    async def _call_sync(
+        self, fn: Callable[..., Any], event: dict[str, Any], context: LambdaContext
+    ) -> Any:
+        value = await anyio.to_thread.run_sync(
+            _call_with_copy, fn, event, context, limiter=self._threads, abandon_on_cancel=True
+        )
+        if inspect.isawaitable(value):  # a sync wrapper around a coroutine function
+            value = await value
+        return value
+
+    @staticmethod
+    async def _call_async(
+        fn: Callable[..., Any], event: dict[str, Any], context: LambdaContext
+    ) -> Any:
+        return await fn(_json_copy(event), context)
+
+    def _timed_out(self, request_id: str, duration: float) -> FunctionError:
+        message = f"Task timed out after {self.function_timeout:.2f} seconds"
+        logger.error("%s: %s", TIMED_OUT, message, extra=self._extra(request_id))
+        return FunctionError(TIMED_OUT, message, duration)
+
+    def _raised(self, e: BaseException, request_id: str, duration: float) -> FunctionError:
+        if isinstance(e, SystemExit):
+            error_type, message = EXIT_ERROR, f"Runtime exited with error: exit status {e.code}"
+        else:
+            error_type, message = type(e).__name__, str(e)
+        logger.error("%s: %s", error_type, message, exc_info=e, extra=self._extra(request_id))
+        return FunctionError(error_type, message, duration)
+
+    def _extra(self, request_id: str) -> dict[str, str]:
+        return {"aws_request_id": request_id, "function_name": self.function_name}
+
+
+def marshal_response(value: Any, duration: float = 0.0) -> Returned | FunctionError:
+    """What the ESM receives: the handler's value as JSON, or Lambda's marshalling errors.
+
+    Serialised like Lambda's runtime (Decimal as a JSON number, bytes passed through as-is);
+    the size limit applies to the compact UTF-8 encoding.
+    """
+    if isinstance(value, bytes | bytearray | memoryview):
+        raw = bytes(value)
+    else:
+        try:
+            raw = orjson.dumps(value, default=_json_default, option=_JSON_OPTIONS)
+        except orjson.JSONEncodeError as e:
+            cause = e.__cause__ or e
+            message = f"Unable to marshal response: {cause}"
+            return FunctionError(MARSHAL_ERROR, message, duration)
+    if len(raw) > MAX_RESPONSE_BYTES:
+        message = (
+            f"Response payload size exceeded maximum allowed payload size "
+            f"({MAX_RESPONSE_BYTES} bytes)."
+        )
+        return FunctionError(RESPONSE_TOO_LARGE, message, duration)
+    try:
+        payload: Any = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        payload = raw  # bytes that are not JSON: the ESM cannot parse them either
+    return Returned(payload, duration)
+
+
+def _json_default(obj: Any) -> Any:
+    """Serialise Decimal as Lambda's runtime does (a JSON number); refuse the rest like json."""
+    if isinstance(obj, Decimal):
+        if not obj.is_finite():
+            return math.nan  # written as null: JSON has no NaN or Infinity
+        return orjson.Fragment(str(obj))
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+def _json_copy(event: dict[str, Any]) -> dict[str, Any]:
+    """The event as the handler would get it from Lambda: decoded JSON, its own copy.
+
+    A handler that mutates its event must not change the records the router retries with.
+    """
+    copied: dict[str, Any] = orjson.loads(orjson.dumps(event))
+    return copied
+
+
+def _call_with_copy(fn: Callable[..., Any], event: dict[str, Any], context: LambdaContext) -> Any:
+    """Runs in the worker thread, so copying a large event does not block the loop."""
+    return fn(_json_copy(event), context)
+
+
+def _default_function_name(spec: str) -> str:
+    """A readable function name from the handler's module (`handlers.examples.orders` -> orders)."""
+    try:
+        module, _ = parse_handler_spec(spec)
+    except HandlerLoadError:
+        return "handler"
+    return module.rsplit(".", 1)[-1]

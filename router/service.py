@@ -1,0 +1,146 @@
+"""The service runner: one task group owns every poller, the HTTP server and signal handling."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import anyio
+
+from config.mapping import MappingConfig
+from config.settings import Settings
+from pollers.aws import AwsClients
+from pollers.sqs import SqsPoller
+from router.filters import compile_filter_criteria
+from router.http import HttpServer
+from router.invoker import Invoker, PythonInvoker
+from router.processor import BatchProcessor
+from router.stats import MappingStats, Registry
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_SECONDS = 5.0
+"""Time beyond the longest function timeout that settling a batch may take on shutdown."""
+
+
+class Poller(Protocol):
+    async def run(self, *, task_status: Any = ...) -> None: ...
+    def stop(self) -> None: ...
+
+
+class UnsupportedMapping(Exception):
+    """A mapping asks for something this build cannot run; named so `check` can report it."""
+
+
+def build_invoker(mapping: MappingConfig, settings: Settings) -> Invoker:
+    handler = mapping.handler
+    if handler.startswith(("http://", "https://", "arn:")):
+        raise UnsupportedMapping(
+            f"mapping {mapping.name}: handler {handler!r} — only in-process Python handlers "
+            "(module:function) are supported by this build"
+        )
+    source = mapping.source_ref
+    return PythonInvoker(
+        spec=handler,
+        code_path=mapping.code_path,
+        function_name=mapping.effective_function_name,
+        function_timeout=mapping.function_timeout,
+        memory_size=mapping.memory_size,
+        region=source.region or settings.aws_region,
+        account=source.account,
+        max_threads=mapping.handler_threads,
+    )
+
+
+def build_poller(
+    mapping: MappingConfig, settings: Settings, clients: AwsClients, stats: MappingStats
+) -> Poller:
+    processor = BatchProcessor(
+        invoker=build_invoker(mapping, settings),
+        stats=stats,
+        record_filter=compile_filter_criteria(mapping.filter_criteria, mapping.kind),
+        report_batch_item_failures=mapping.report_batch_item_failures,
+        ordered_groups=mapping.source_ref.fifo,
+    )
+    if mapping.kind == "sqs":
+        return SqsPoller(mapping, clients, processor, stats)
+    raise UnsupportedMapping(
+        f"mapping {mapping.name}: {mapping.kind} sources are not supported by this build"
+    )
+
+
+@dataclass
+class Service:
+    """Runs every enabled mapping until `stop()` or SIGTERM/SIGINT, then shuts down gracefully."""
+
+    settings: Settings
+    registry: Registry = field(default_factory=Registry)
+    handle_signals: bool = True
+    pollers: dict[str, Poller] = field(default_factory=dict)
+    http: HttpServer | None = None
+    _stop_flag: bool = False
+    _stop_requested: anyio.Event | None = None
+    _pollers_done: anyio.Event | None = None
+
+    def stop(self) -> None:
+        self._stop_flag = True
+        if self._stop_requested is not None:
+            self._stop_requested.set()
+
+    def _shutdown_budget(self) -> float:
+        timeouts = [m.function_timeout for m in self.settings.mappings.values()] or [0.0]
+        return max(timeouts) + SHUTDOWN_GRACE_SECONDS
+
+    async def _watch_signals(self) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("received %s, shutting down", signal.Signals(signum).name)
+                self.stop()
+                return
+
+    async def run(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        settings = self.settings
+        self._stop_requested = anyio.Event()
+        self._pollers_done = anyio.Event()
+        if self._stop_flag:
+            self._stop_requested.set()
+        async with AwsClients(settings.aws_region) as clients:
+            for name, mapping in settings.mappings.items():
+                stats = self.registry.add(name, mapping.kind)
+                if not mapping.enabled:
+                    stats.state = "Disabled"
+                    continue
+                self.pollers[name] = build_poller(mapping, settings, clients, stats)
+            if settings.http.enabled:
+                self.http = HttpServer(self.registry, settings.http.host, settings.http.port)
+                await self.http.start()
+            try:
+                async with anyio.create_task_group() as tg:
+                    if self.handle_signals:
+                        tg.start_soon(self._watch_signals)
+                    tg.start_soon(self._run_pollers)
+                    task_status.started()
+                    await self._stop_requested.wait()
+                    assert self._pollers_done is not None
+                    for poller in self.pollers.values():
+                        poller.stop()
+                    with anyio.move_on_after(self._shutdown_budget()) as scope:
+                        await self._pollers_done.wait()
+                    if scope.cancelled_caught:
+                        log.warning("shutdown budget spent; abandoning batches still in flight")
+                    tg.cancel_scope.cancel()
+            finally:
+                if self.http is not None:
+                    with anyio.CancelScope(shield=True):
+                        await self.http.stop()
+
+    async def _run_pollers(self) -> None:
+        assert self._pollers_done is not None
+        try:
+            async with anyio.create_task_group() as tg:
+                for poller in self.pollers.values():
+                    tg.start_soon(poller.run)
+        finally:
+            self._pollers_done.set()

@@ -1,0 +1,49 @@
+"""Per-mapping counters named after Lambda's ESM metrics; the demo tally, /status and metrics read them."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class MappingStats:
+    """Monotonic counters (events unless named otherwise) plus the mapping's current state."""
+
+    mapping: str
+    kind: str
+    state: str = "Creating"
+    last_processing_result: str = "No records processed"
+    last_error: str | None = None
+    polled: int = 0
+    filtered_out: int = 0
+    invoked: int = 0
+    failed_invoke: int = 0
+    deleted: int = 0
+    dropped: int = 0
+    destination_delivered: int = 0
+    destination_delivery_failures: int = 0
+    invocations: int = 0
+    errors: int = 0
+    throttles: int = 0
+    duration_seconds: float = 0.0
+    in_flight: int = 0
+    concurrency_target: int = 0
+    iterator_age_ms: float | None = None
+    init_duration_seconds: float | None = None
+    started_at: float = field(default_factory=time.time)
+
+    def snapshot(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass
+class Registry:
+    """All mappings' stats in one place for the HTTP endpoints and the demo."""
+
+    mappings: dict[str, MappingStats] = field(default_factory=dict)
+
+    def add(self, mapping: str, kind: str) -> MappingStats:
+        stats = MappingStats(mapping=mapping, kind=kind)
+        self.mappings[mapping] = stats
+        return stats

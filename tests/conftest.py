@@ -1,0 +1,75 @@
+"""Test session set-up: one moto server process, fake credentials, the asyncio backend."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.emulators import ministack_path, start_ministack, start_moto
+from tests.support import recording
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def moto_url() -> Iterator[str]:
+    emulator = start_moto()
+    saved = {k: os.environ.get(k) for k in _AWS_ENV}
+    os.environ.update(
+        {
+            "AWS_ENDPOINT_URL": emulator.url,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_REGION": "us-east-1",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    )
+    yield emulator.url
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    emulator.stop()
+
+
+_AWS_ENV = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+)
+
+
+@pytest.fixture(scope="session")
+def ministack_session() -> Iterator[str]:
+    path = ministack_path()
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("ministack is not installed (make test installs it in .venv-ministack)")
+        pytest.skip("ministack is not installed; `make test` installs it")
+    emulator = start_ministack(path)
+    yield emulator.url
+    emulator.stop()
+
+
+@pytest.fixture
+def ministack_sqs(
+    ministack_session: str, moto_url: str, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """Route SQS (only) to ministack for this test: AWS's FIFO group semantics, and fast."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", ministack_session)
+    return ministack_session
+
+
+@pytest.fixture
+def recorder() -> Iterator[None]:
+    recording.reset()
+    yield
+    recording.reset()

@@ -1,0 +1,1 @@
+"""Handler modules the handler and invoker tests load by name."""

@@ -1,0 +1,3 @@
+"""Module-level code that fails, as a handler whose init cannot reach its database."""
+
+raise RuntimeError("cannot reach the orders database")

@@ -1,0 +1,104 @@
+"""AWS emulators the integration tests talk HTTP to, each in its own process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+_MOTO = """
+import logging, sys
+logging.disable(logging.CRITICAL)
+from moto.server import ThreadedMotoServer
+server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+server.start()
+print(server.get_host_and_port()[1], flush=True)
+sys.stdin.read()  # lives until the test session closes the pipe
+"""
+
+
+@dataclass
+class Emulator:
+    process: subprocess.Popen[str]
+    url: str
+    kill_group: bool = False
+
+    def stop(self) -> None:
+        if self.kill_group:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            return
+        if self.process.stdin:
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=5)
+
+
+def start_moto() -> Emulator:
+    """moto's server mode on a free loopback port, in a child process that dies with its parent."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", _MOTO],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert process.stdout is not None
+    port = process.stdout.readline().strip()
+    if not port:
+        process.kill()
+        raise RuntimeError("moto server did not start")
+    return Emulator(process, f"http://127.0.0.1:{port}")
+
+
+MINISTACK_DEFAULT = Path(__file__).resolve().parents[2] / ".venv-ministack" / "bin" / "ministack"
+
+
+def ministack_path() -> Path | None:
+    """ministack lives in its own virtualenv (it pins botocore); `make test` installs it there."""
+    configured = os.environ.get("SLUICEWAY_TEST_MINISTACK")
+    path = Path(configured) if configured else MINISTACK_DEFAULT
+    return path if path.exists() else None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_ministack(path: Path, timeout: float = 30.0) -> Emulator:
+    """ministack on a free port; a faster SQS with AWS's FIFO group semantics."""
+    port = _free_port()
+    env = {**os.environ, "GATEWAY_PORT": str(port), "LOG_LEVEL": "WARNING"}
+    process = subprocess.Popen(
+        [str(path)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return Emulator(process, f"http://127.0.0.1:{port}", kill_group=True)
+        except OSError:
+            if process.poll() is not None:
+                break
+            time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    raise RuntimeError(f"ministack did not start on port {port}")
