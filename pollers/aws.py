@@ -50,6 +50,8 @@ class AwsClients:
                     max_pool_connections=self._pool,
                     retries={"mode": "standard", "max_attempts": 3},
                 )
-                creator = self._session.create_client(service, region_name=self.region, config=config)
+                creator = self._session.create_client(
+                    service, region_name=self.region, config=config
+                )
                 self._clients[service] = await self._stack.enter_async_context(creator)
             return self._clients[service]

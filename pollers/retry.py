@@ -87,6 +87,7 @@ async def call_with_retry(
         before_sleep=before_sleep,
         reraise=True,
     )
+
     async def attempt() -> T:
         return await operation(*args, **kwargs)
 

@@ -99,7 +99,10 @@ class SqsPoller:
             self.queue_url = self.source.queue_url
         else:
             response = await call_with_retry(
-                sqs.get_queue_url, QueueName=self.source.name, on_error=self._note_error, retry_all=True
+                sqs.get_queue_url,
+                QueueName=self.source.name,
+                on_error=self._note_error,
+                retry_all=True,
             )
             self.queue_url = response["QueueUrl"]
         response = await call_with_retry(
@@ -123,7 +126,9 @@ class SqsPoller:
                 self.visibility_timeout,
             )
 
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
         self._stats.state = "Enabling"
         with self._resolve_scope:
             await self.resolve()
@@ -195,7 +200,9 @@ class SqsPoller:
         await self._fill(builder, carry, time.monotonic() + self._window)
         return builder.records
 
-    async def _fill(self, builder: BatchBuilder, carry: list[SourceRecord], deadline: float) -> None:
+    async def _fill(
+        self, builder: BatchBuilder, carry: list[SourceRecord], deadline: float
+    ) -> None:
         """Receive in parallel until the batch is full, the window ends or 6 MB is reached."""
         reserved = 0
         closed = False
@@ -309,7 +316,9 @@ class SqsPoller:
                     on_error=self._note_error,
                 )
             except Exception as exc:
-                log.error("delete of %d messages failed: %s; they will be redelivered", len(pending), exc)
+                log.error(
+                    "delete of %d messages failed: %s; they will be redelivered", len(pending), exc
+                )
                 break
             for entry in response.get("Successful", []):
                 self._held.pop(pending.pop(entry["Id"]).handle, None)
@@ -336,7 +345,12 @@ class SqsPoller:
             self._forget(records)
             return
         entries = [
-            (record, backoff.timeout_for(int(record.event["attributes"].get("ApproximateReceiveCount", "1"))))
+            (
+                record,
+                backoff.timeout_for(
+                    int(record.event["attributes"].get("ApproximateReceiveCount", "1"))
+                ),
+            )
             for record in records
         ]
         await self._change_visibility(entries)
@@ -352,7 +366,9 @@ class SqsPoller:
         for record in records:
             self._held.pop(record.handle, None)
 
-    async def _change_visibility(self, entries: list[tuple[SourceRecord, int]]) -> list[SourceRecord]:
+    async def _change_visibility(
+        self, entries: list[tuple[SourceRecord, int]]
+    ) -> list[SourceRecord]:
         """ChangeMessageVisibilityBatch in chunks; returns the records whose change failed."""
         failed: list[SourceRecord] = []
         for chunk in chunks(entries):

@@ -83,8 +83,8 @@ def _payload_size(record: dict[str, Any]) -> int:
     """Approximate bytes the record adds to the event (body, attributes and Lambda's metadata)."""
     size = len(record["body"].encode()) + len(record["receiptHandle"]) + 400
     for name, attr in record["messageAttributes"].items():
-        size += len(name) + 64 + len(attr.get("stringValue") or "") + len(
-            attr.get("binaryValue") or ""
+        size += (
+            len(name) + 64 + len(attr.get("stringValue") or "") + len(attr.get("binaryValue") or "")
         )
     return size
 

@@ -49,7 +49,9 @@ async def _check_source(mapping: MappingConfig, clients: AwsClients) -> CheckRes
     except TimeoutError:
         return CheckResult(mapping.name, "source", False, "no answer within 15s")
     except Exception as exc:
-        return CheckResult(mapping.name, f"source {mapping.source}", False, f"{error_code(exc)}: {exc}")
+        return CheckResult(
+            mapping.name, f"source {mapping.source}", False, f"{error_code(exc)}: {exc}"
+        )
 
 
 async def _check_handler(mapping: MappingConfig) -> CheckResult:
@@ -62,7 +64,10 @@ async def _check_handler(mapping: MappingConfig) -> CheckResult:
         return CheckResult(mapping.name, f"handler {handler}", False, f"{exc.error_type}: {exc}")
     kind = "async" if loaded.is_async else "sync"
     return CheckResult(
-        mapping.name, f"handler {handler}", True, f"{kind}, init {loaded.init_duration * 1000:.1f} ms"
+        mapping.name,
+        f"handler {handler}",
+        True,
+        f"{kind}, init {loaded.init_duration * 1000:.1f} ms",
     )
 
 

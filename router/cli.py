@@ -25,7 +25,10 @@ def _run(_: argparse.Namespace) -> int:
     settings = _load_or_exit()
     configure_logging(settings.log_level, settings.log_format)
     if not settings.mappings:
-        print("sluiceway: no mappings configured (set SLUICEWAY_MAPPINGS__<NAME>__SOURCE and __HANDLER)", file=sys.stderr)
+        print(
+            "sluiceway: no mappings configured (set SLUICEWAY_MAPPINGS__<NAME>__SOURCE and __HANDLER)",
+            file=sys.stderr,
+        )
         return 2
     try:
         anyio.run(Service(settings).run)
@@ -61,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="everything on an embedded AWS emulator, with a tally")
     demo.add_argument("--keep-running", action="store_true", help="keep serving after the tally")
     demo.add_argument("--messages", type=int, default=60, help="messages to send per queue")
-    demo.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds")
+    demo.add_argument(
+        "--timeout", type=float, default=120.0, help="give up after this many seconds"
+    )
     demo.set_defaults(func=_demo)
     args = parser.parse_args(argv)
     return int(args.func(args))

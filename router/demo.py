@@ -57,9 +57,9 @@ async def _create(sqs: Any, queue: Queue, fifo: bool) -> None:
     attrs = {"FifoQueue": "true"} if fifo else {}
     dlq = await sqs.create_queue(QueueName=f"{queue.name}-dlq{suffix}", Attributes=attrs)
     queue.dlq_url = dlq["QueueUrl"]
-    dlq_arn = (
-        await sqs.get_queue_attributes(QueueUrl=queue.dlq_url, AttributeNames=["QueueArn"])
-    )["Attributes"]["QueueArn"]
+    dlq_arn = (await sqs.get_queue_attributes(QueueUrl=queue.dlq_url, AttributeNames=["QueueArn"]))[
+        "Attributes"
+    ]["QueueArn"]
     redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVES}
     main_attrs = {
         **attrs,
@@ -155,7 +155,7 @@ def _line(tally: Tally, elapsed: float) -> str:
     )
 
 
-async def _demo(url: str, messages: int, timeout: float, keep_running: bool) -> int:
+async def _demo(url: str, messages: int, time_limit: float, keep_running: bool) -> int:
     from aiobotocore.session import get_session
 
     standard, fifo = Queue("demo-orders"), Queue("demo-ledger")
@@ -200,7 +200,7 @@ async def _demo(url: str, messages: int, timeout: float, keep_running: bool) -> 
                 elif elapsed - last_print >= 2 or tally.balanced:
                     print(_line(tally, elapsed), flush=True)
                     last_print = elapsed
-                if tally.balanced or elapsed > timeout:
+                if tally.balanced or elapsed > time_limit:
                     break
                 await anyio.sleep(0.25)
             if interactive:
@@ -224,7 +224,9 @@ def _report(tally: Tally, queues: list[Queue]) -> int:
     print(f"  in DLQs           {tally.dead} (poison messages sent: {expected_dead})")
     print(f"  still in queues   {tally.waiting}")
     if tally.balanced:
-        print(f"every message accounted for: {tally.handled} + {tally.filtered} + {tally.dead} = {tally.sent}")
+        print(
+            f"every message accounted for: {tally.handled} + {tally.filtered} + {tally.dead} = {tally.sent}"
+        )
         return 0
     print("NOT every message is accounted for yet (timed out)")
     return 1

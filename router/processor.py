@@ -65,7 +65,9 @@ class BatchProcessor:
     ordered_groups: bool = False
     limiter: anyio.CapacityLimiter | None = None
 
-    def apply_filter(self, records: list[SourceRecord]) -> tuple[list[SourceRecord], list[SourceRecord]]:
+    def apply_filter(
+        self, records: list[SourceRecord]
+    ) -> tuple[list[SourceRecord], list[SourceRecord]]:
         """Split into (to invoke, filtered out)."""
         if self.record_filter is None:
             return records, []

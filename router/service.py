@@ -11,6 +11,7 @@ import anyio
 
 from config.mapping import MappingConfig
 from config.settings import Settings
+from handlers.loader import HandlerLoadError
 from pollers.aws import AwsClients
 from pollers.sqs import SqsPoller
 from router.filters import compile_filter_criteria
@@ -55,10 +56,14 @@ def build_invoker(mapping: MappingConfig, settings: Settings) -> Invoker:
 
 
 def build_poller(
-    mapping: MappingConfig, settings: Settings, clients: AwsClients, stats: MappingStats
+    mapping: MappingConfig,
+    settings: Settings,
+    clients: AwsClients,
+    stats: MappingStats,
+    invoker: Invoker,
 ) -> Poller:
     processor = BatchProcessor(
-        invoker=build_invoker(mapping, settings),
+        invoker=invoker,
         stats=stats,
         record_filter=compile_filter_criteria(mapping.filter_criteria, mapping.kind),
         report_batch_item_failures=mapping.report_batch_item_failures,
@@ -79,6 +84,7 @@ class Service:
     registry: Registry = field(default_factory=Registry)
     handle_signals: bool = True
     pollers: dict[str, Poller] = field(default_factory=dict)
+    invokers: dict[str, Invoker] = field(default_factory=dict)
     http: HttpServer | None = None
     _stop_flag: bool = False
     _stop_requested: anyio.Event | None = None
@@ -112,7 +118,8 @@ class Service:
                 if not mapping.enabled:
                     stats.state = "Disabled"
                     continue
-                self.pollers[name] = build_poller(mapping, settings, clients, stats)
+                invoker = self.invokers[name] = build_invoker(mapping, settings)
+                self.pollers[name] = build_poller(mapping, settings, clients, stats, invoker)
             if settings.http.enabled:
                 self.http = HttpServer(self.registry, settings.http.host, settings.http.port)
                 await self.http.start()
@@ -136,9 +143,23 @@ class Service:
                     with anyio.CancelScope(shield=True):
                         await self.http.stop()
 
+    async def _warm(self, name: str, invoker: Invoker) -> None:
+        """Run each handler's init phase before its first batch, so no batch pays a cold start."""
+        warm = getattr(invoker, "warm", None)
+        if warm is None:
+            return
+        try:
+            self.registry.mappings[name].init_duration_seconds = await warm()
+        except HandlerLoadError as exc:
+            # As in Lambda, every invocation will now fail with this error and be retried.
+            log.error("mapping %s: handler cannot be loaded: %s: %s", name, exc.error_type, exc)
+
     async def _run_pollers(self) -> None:
         assert self._pollers_done is not None
         try:
+            async with anyio.create_task_group() as tg:
+                for name, invoker in self.invokers.items():
+                    tg.start_soon(self._warm, name, invoker)
             async with anyio.create_task_group() as tg:
                 for poller in self.pollers.values():
                     tg.start_soon(poller.run)

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.emulators import ministack_path, start_ministack, start_moto
 from tests.support import recording
+from tests.support.emulators import ministack_path, start_ministack, start_moto
 
 
 @pytest.fixture(scope="session")
@@ -60,9 +60,7 @@ def ministack_session() -> Iterator[str]:
 
 
 @pytest.fixture
-def ministack_sqs(
-    ministack_session: str, moto_url: str, monkeypatch: pytest.MonkeyPatch
-) -> str:
+def ministack_sqs(ministack_session: str, moto_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """Route SQS (only) to ministack for this test: AWS's FIFO group semantics, and fast."""
     monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", ministack_session)
     return ministack_session

@@ -96,7 +96,9 @@ async def test_function_error_returns_whole_batch_after_visibility_timeout() -> 
         url, _ = await make_queue(sqs, "err", visibility=1)
         await send(sqs, url, ["fail-once", "fine"])
         recording.BEHAVIOUR["fail_first_receive_only"] = True
-        settings = settings_for({"q": mapping(url, "tests.support.recording:raise_on_first_receive")})
+        settings = settings_for(
+            {"q": mapping(url, "tests.support.recording:raise_on_first_receive")}
+        )
         async with running(settings) as service:
             await eventually(lambda: queue_is_empty(sqs, url), timeout=30)
             stats = service.registry.mappings["q"]
@@ -112,7 +114,9 @@ async def test_poison_message_lands_in_dlq_after_max_receive_count() -> None:
         assert dlq is not None
         await send(sqs, url, ["good-1", "fail-always", "good-2"])
         fields = {"function_response_types": ["ReportBatchItemFailures"]}
-        settings = settings_for({"q": mapping(url, "tests.support.recording:fail_bodies", **fields)})
+        settings = settings_for(
+            {"q": mapping(url, "tests.support.recording:fail_bodies", **fields)}
+        )
         async with running(settings):
             await eventually(lambda: queue_is_empty(sqs, url), timeout=40)
         dead = await drain(sqs, dlq)
@@ -126,7 +130,9 @@ async def test_partial_failure_deletes_only_the_successes() -> None:
         url, _ = await make_queue(sqs, "partial", visibility=30)
         await send(sqs, url, ["a", "fail-b", "c", "fail-d"])
         fields = {"function_response_types": ["ReportBatchItemFailures"], "batch_size": 4}
-        settings = settings_for({"q": mapping(url, "tests.support.recording:fail_bodies", **fields)})
+        settings = settings_for(
+            {"q": mapping(url, "tests.support.recording:fail_bodies", **fields)}
+        )
         async with running(settings) as service:
             await eventually(lambda: service.registry.mappings["q"].deleted == 2)
             await anyio.sleep(0.3)
@@ -284,7 +290,9 @@ async def test_concurrency_grows_with_backlog_and_respects_maximum() -> None:
             "scaling_config": {"maximum_concurrency": 3},
             "handler_threads": 8,
         }
-        async with running(settings_for({"q": mapping(url, "tests.support.recording:track_concurrency", **fields)})):
+        async with running(
+            settings_for({"q": mapping(url, "tests.support.recording:track_concurrency", **fields)})
+        ):
             await eventually(lambda: len(recording.SEEN) >= 60, timeout=60)
     assert 1 < recording.BEHAVIOUR["max_concurrent"] <= 3
 
@@ -294,7 +302,9 @@ async def test_async_handler_and_lambda_context() -> None:
         url, _ = await make_queue(sqs, "ctx")
         await send(sqs, url, ["hello"])
         fields = {"function_timeout": 7, "function_name": "orders-fn", "memory_size": 256}
-        settings = settings_for({"q": mapping(url, "tests.support.recording:async_record", **fields)})
+        settings = settings_for(
+            {"q": mapping(url, "tests.support.recording:async_record", **fields)}
+        )
         async with running(settings):
             await eventually(lambda: len(recording.CONTEXTS) == 1)
     context = recording.CONTEXTS[0]
@@ -312,7 +322,9 @@ async def test_visibility_backoff_delays_the_retry_of_a_failed_message() -> None
             "function_response_types": ["ReportBatchItemFailures"],
             "visibility_backoff": {"initial_seconds": 4, "multiplier": 2, "max_seconds": 60},
         }
-        settings = settings_for({"q": mapping(url, "tests.support.recording:fail_bodies", **fields)})
+        settings = settings_for(
+            {"q": mapping(url, "tests.support.recording:fail_bodies", **fields)}
+        )
         async with running(settings):
             await eventually(lambda: len(recording.SEEN) == 1)
             await anyio.sleep(2.0)  # past the queue's own 1 s visibility timeout

@@ -57,7 +57,9 @@ def fail_bodies(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Reports every message that should fail as a batch item failure (and nothing after it)."""
     records = _note(event, context)
     return {
-        "batchItemFailures": [{"itemIdentifier": r["messageId"]} for r in records if _should_fail(r)]
+        "batchItemFailures": [
+            {"itemIdentifier": r["messageId"]} for r in records if _should_fail(r)
+        ]
     }
 
 

@@ -75,7 +75,9 @@ async def send(
             entries.append(entry)
         response = await sqs.send_message_batch(QueueUrl=url, Entries=entries)
         assert not response.get("Failed"), response.get("Failed")
-        ids.extend(e["MessageId"] for e in sorted(response["Successful"], key=lambda e: int(e["Id"])))
+        ids.extend(
+            e["MessageId"] for e in sorted(response["Successful"], key=lambda e: int(e["Id"]))
+        )
     return ids
 
 
@@ -97,7 +99,10 @@ async def drain(sqs: Any, url: str) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     while True:
         response = await sqs.receive_message(
-            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0, MessageSystemAttributeNames=["All"]
+            QueueUrl=url,
+            MaxNumberOfMessages=10,
+            WaitTimeSeconds=0,
+            MessageSystemAttributeNames=["All"],
         )
         messages = response.get("Messages") or []
         if not messages:
@@ -105,12 +110,14 @@ async def drain(sqs: Any, url: str) -> list[dict[str, Any]]:
         out.extend(messages)
         await sqs.delete_message_batch(
             QueueUrl=url,
-            Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)],
+            Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)
+            ],
         )
 
 
 async def eventually(
-    predicate: Callable[[], bool | Awaitable[bool]], timeout: float = 20.0, interval: float = 0.05
+    predicate: Callable[[], bool | Awaitable[bool]], timeout: float = 20.0, interval: float = 0.05  # noqa: ASYNC109
 ) -> None:
     """Wait until `predicate` holds; fail the test with a clear message if it never does."""
     deadline = time.monotonic() + timeout

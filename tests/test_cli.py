@@ -1,0 +1,152 @@
+"""The `sluiceway` command as a user runs it: a real process, real signals, a real emulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import Any
+
+import anyio
+import pytest
+
+from tests.support.sqs import count_messages, eventually, make_queue, send, sqs_client
+
+SLUICEWAY = [sys.executable, "-m", "router.cli"]
+
+
+def _env(moto_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICEWAY_")}
+    env.update({"AWS_ENDPOINT_URL": moto_url, "SLUICEWAY_LOG_FORMAT": "text", **extra})
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _get(url: str) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_invalid_configuration_names_the_variable_and_the_rule(moto_url: str) -> None:
+    env = _env(
+        moto_url,
+        SLUICEWAY_MAPPINGS__ORDERS__SOURCE="arn:aws:sqs:us-east-1:123456789012:orders.fifo",
+        SLUICEWAY_MAPPINGS__ORDERS__HANDLER="handlers.examples.orders:handler",
+        SLUICEWAY_MAPPINGS__ORDERS__BATCH_SIZE="50",
+        SLUICEWAY_MAPPINGS__ORDERS__SCALING_CONFIG__MAXIMUM_CONCURRENCY="1",
+    )
+    result = subprocess.run([*SLUICEWAY, "run"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "SLUICEWAY_MAPPINGS__ORDERS__BATCH_SIZE='50'" in result.stderr
+    assert "1 to 10" in result.stderr
+    assert "SLUICEWAY_MAPPINGS__ORDERS__SCALING_CONFIG__MAXIMUM_CONCURRENCY" in result.stderr
+
+
+@pytest.mark.anyio
+async def test_check_reaches_queues_and_loads_handlers(moto_url: str) -> None:
+    async with sqs_client() as sqs:
+        url, _ = await make_queue(sqs, "check")
+    good = _env(
+        moto_url,
+        SLUICEWAY_MAPPINGS__ORDERS__SOURCE=url,
+        SLUICEWAY_MAPPINGS__ORDERS__HANDLER="handlers.examples.orders:handler",
+    )
+    with anyio.fail_after(60):
+        result = await anyio.run_process([*SLUICEWAY, "check"], env=good, check=False)
+    stdout = result.stdout.decode()
+    assert result.returncode == 0, stdout + result.stderr.decode()
+    assert stdout.count("ok  ") == 2
+    bad = _env(
+        moto_url,
+        SLUICEWAY_MAPPINGS__ORDERS__SOURCE=url.rsplit("/", 1)[0] + "/no-such-queue",
+        SLUICEWAY_MAPPINGS__ORDERS__HANDLER="no_such_module:handler",
+    )
+    with anyio.fail_after(60):
+        result = await anyio.run_process([*SLUICEWAY, "check"], env=bad, check=False)
+    stdout = result.stdout.decode()
+    assert result.returncode == 1
+    assert "Runtime.ImportModuleError" in stdout
+    assert "QueueDoesNotExist" in stdout or "NonExistentQueue" in stdout
+
+
+@pytest.mark.anyio
+async def test_run_serves_health_processes_messages_and_exits_cleanly_on_sigterm(
+    moto_url: str,
+) -> None:
+    port = _free_port()
+    async with sqs_client() as sqs:
+        url, _ = await make_queue(sqs, "run")
+        await send(sqs, url, [json.dumps({"type": "order", "id": i}) for i in range(5)])
+        env = _env(
+            moto_url,
+            SLUICEWAY_MAPPINGS__ORDERS__SOURCE=url,
+            SLUICEWAY_MAPPINGS__ORDERS__HANDLER="handlers.examples.orders:handler",
+            SLUICEWAY_MAPPINGS__ORDERS__FUNCTION_RESPONSE_TYPES='["ReportBatchItemFailures"]',
+            SLUICEWAY_HTTP__PORT=str(port),
+            SLUICEWAY_HTTP__HOST="127.0.0.1",
+        )
+        process = await anyio.open_process(
+            [*SLUICEWAY, "run"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        try:
+            await eventually(lambda: _reachable(port), timeout=30)
+            assert _get(f"http://127.0.0.1:{port}/healthz") == (200, {"status": "ok"})
+
+            async def ready() -> bool:
+                return _get(f"http://127.0.0.1:{port}/readyz")[0] == 200
+
+            await eventually(ready, timeout=30)
+
+            async def drained() -> bool:
+                return await count_messages(sqs, url) == (0, 0)
+
+            await eventually(drained, timeout=30)
+            status = _get(f"http://127.0.0.1:{port}/status")[1]
+            assert status["orders"]["deleted"] == 5
+            assert status["orders"]["init_duration_seconds"] is not None
+            started = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            with anyio.fail_after(30):
+                assert await process.wait() == 0
+            assert time.monotonic() - started < 10
+        finally:
+            if process.returncode is None:
+                process.kill()
+                with anyio.fail_after(10):
+                    await process.wait()
+
+
+def _reachable(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def test_demo_accounts_for_every_message_without_a_terminal() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLUICEWAY_", "AWS_"))}
+    result = subprocess.run(
+        [*SLUICEWAY, "demo", "--messages", "30", "--timeout", "90"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "every message accounted for" in result.stdout
+    assert "\r" not in result.stdout  # plain progress lines when stdout is not a terminal
