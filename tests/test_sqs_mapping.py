@@ -331,3 +331,21 @@ async def test_visibility_backoff_delays_the_retry_of_a_failed_message() -> None
             assert len(recording.SEEN) == 1
             await eventually(lambda: len(recording.SEEN) == 2, timeout=10)
             await eventually(lambda: queue_is_empty(sqs, url))
+
+
+async def test_batch_of_thousands_within_a_window(ministack_sqs: str) -> None:
+    # ministack: moto slows sharply with queue depth.
+    async with sqs_client() as sqs:
+        url, _ = await make_queue(sqs, "volume", visibility=60)
+        bodies = [f"v{i}" for i in range(2500)]
+        async with anyio.create_task_group() as tg:
+            for start in range(0, len(bodies), 250):
+                tg.start_soon(send, sqs, url, bodies[start : start + 250])
+        fields = {"batch_size": 10000, "maximum_batching_window_in_seconds": 3}
+        async with running(settings_for({"q": mapping(url, **fields)})) as service:
+            await eventually(lambda: len(recording.SEEN) >= 2500, timeout=60)
+            await eventually(lambda: queue_is_empty(sqs, url), timeout=30)
+            assert service.registry.mappings["q"].deleted == 2500
+    assert sorted(recording.bodies()) == sorted(bodies)
+    assert len(recording.BATCHES) <= 3
+    assert max(len(batch) for batch in recording.BATCHES) > 1000
