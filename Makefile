@@ -16,10 +16,14 @@ $(BIN)/sluiceway: pyproject.toml
 	$(PYTHON) -m venv .venv-ministack
 	.venv-ministack/bin/pip install --quiet ministack==1.5.33
 
+# kinesalite (a Kinesis emulator that reshards as Kinesis does) for the stream tests.
+node_modules/kinesalite/cli.js:
+	npm install --no-save --no-audit --no-fund kinesalite@3.3.3
+
 demo: $(BIN)/sluiceway
 	$(BIN)/sluiceway demo
 
-test: $(BIN)/sluiceway .venv-ministack/bin/ministack
+test: $(BIN)/sluiceway .venv-ministack/bin/ministack node_modules/kinesalite/cli.js
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
@@ -27,4 +31,4 @@ run: $(BIN)/sluiceway
 	$(BIN)/sluiceway run
 
 clean:
-	rm -rf $(VENV) .venv-ministack .pytest_cache sluiceway.db
+	rm -rf $(VENV) .venv-ministack node_modules .pytest_cache sluiceway.db

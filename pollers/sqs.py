@@ -396,12 +396,13 @@ class SqsPoller:
     async def _heartbeat_loop(self) -> None:
         """Extend the visibility of every held message before it would reappear."""
         vt = self.visibility_timeout
-        interval = min(10.0, max(0.5, vt / 3))
+        interval = min(10.0, max(0.25, vt / 4))
+        threshold = min(float(vt), 3 * interval) if vt >= 1 else 2 * interval
         extend_to = max(vt, math.ceil(3 * interval))
         while True:
             await anyio.sleep(interval)
             now = time.monotonic()
-            due = [h for h, until in self._held.items() if until - now < 2 * interval]
+            due = [h for h, until in self._held.items() if until - now < threshold]
             if not due:
                 continue
             records = [SourceRecord(event={}, item_id=h, size=0, handle=h) for h in due]

@@ -40,11 +40,36 @@ async def _check_sqs(mapping: MappingConfig, clients: AwsClients) -> CheckResult
     return CheckResult(mapping.name, f"source {url}", True, ", ".join(notes))
 
 
+async def _check_stream(mapping: MappingConfig, clients: AwsClients) -> CheckResult:
+    """Kinesis: DescribeStreamSummary. DynamoDB: the table's latest stream, DescribeStream."""
+    source = mapping.source_ref
+    if mapping.kind == "kinesis":
+        kinesis = await clients.client("kinesis")
+        summary = (await kinesis.describe_stream_summary(StreamName=source.name))[
+            "StreamDescriptionSummary"
+        ]
+        detail = f"{summary['StreamStatus']}, {summary.get('OpenShardCount', '?')} open shards"
+        return CheckResult(mapping.name, f"source {source.arn}", True, detail)
+    arn = source.arn
+    if not source.stream_label:
+        dynamodb = await clients.client("dynamodb")
+        table = (await dynamodb.describe_table(TableName=source.table))["Table"]
+        arn = table.get("LatestStreamArn") or ""
+        if not arn:
+            return CheckResult(mapping.name, f"source {source.arn}", False, "no stream enabled")
+    streams = await clients.client("dynamodbstreams")
+    description = (await streams.describe_stream(StreamArn=arn))["StreamDescription"]
+    detail = f"{description['StreamStatus']}, {description.get('StreamViewType', '?')}"
+    return CheckResult(mapping.name, f"source {arn}", True, detail)
+
+
 async def _check_source(mapping: MappingConfig, clients: AwsClients) -> CheckResult:
     try:
         with anyio.fail_after(CHECK_TIMEOUT_SECONDS):
             if mapping.kind == "sqs":
                 return await _check_sqs(mapping, clients)
+            if mapping.kind in ("kinesis", "dynamodb"):
+                return await _check_stream(mapping, clients)
             return CheckResult(mapping.name, "source", False, f"{mapping.kind} is not supported")
     except TimeoutError:
         return CheckResult(mapping.name, "source", False, "no answer within 15s")

@@ -13,6 +13,10 @@ from config.mapping import MappingConfig
 from config.settings import Settings
 from handlers.loader import HandlerLoadError
 from pollers.aws import AwsClients
+from pollers.checkpoints import CheckpointStore, MemoryCheckpoints
+from pollers.checkpoints_sqlite import CheckpointLockError, SqliteCheckpoints
+from pollers.dynamodb import dynamodb_poller
+from pollers.kinesis import kinesis_poller
 from pollers.sqs import SqsPoller
 from router.filters import compile_filter_criteria
 from router.http import HttpServer
@@ -61,6 +65,7 @@ def build_poller(
     clients: AwsClients,
     stats: MappingStats,
     invoker: Invoker,
+    checkpoints: CheckpointStore | None = None,
 ) -> Poller:
     processor = BatchProcessor(
         invoker=invoker,
@@ -71,8 +76,26 @@ def build_poller(
     )
     if mapping.kind == "sqs":
         return SqsPoller(mapping, clients, processor, stats)
+    if checkpoints is not None and mapping.kind in ("kinesis", "dynamodb"):
+        make = kinesis_poller if mapping.kind == "kinesis" else dynamodb_poller
+        return make(mapping, clients, processor, stats, checkpoints)
     raise UnsupportedMapping(
         f"mapping {mapping.name}: {mapping.kind} sources are not supported by this build"
+    )
+
+
+def build_checkpoints(settings: Settings) -> CheckpointStore:
+    """The store stream mappings keep shard positions in (settings.checkpoints)."""
+    config = settings.checkpoints
+    if config.backend == "memory":
+        return MemoryCheckpoints()
+    if config.backend == "sqlite":
+        try:
+            return SqliteCheckpoints(config.path).open()
+        except CheckpointLockError as exc:
+            raise UnsupportedMapping(str(exc)) from None
+    raise UnsupportedMapping(
+        f"checkpoint backend {config.backend!r} is not supported by this build (use sqlite or memory)"
     )
 
 
@@ -85,6 +108,9 @@ class Service:
     handle_signals: bool = True
     pollers: dict[str, Poller] = field(default_factory=dict)
     invokers: dict[str, Invoker] = field(default_factory=dict)
+    checkpoints: CheckpointStore | None = None
+    """Shard positions of stream mappings; built from settings.checkpoints unless given."""
+    _owns_checkpoints: bool = False
     http: HttpServer | None = None
     _stop_flag: bool = False
     _stop_requested: anyio.Event | None = None
@@ -112,6 +138,10 @@ class Service:
         self._pollers_done = anyio.Event()
         if self._stop_flag:
             self._stop_requested.set()
+        streams = [m for m in settings.mappings.values() if m.enabled and m.kind != "sqs"]
+        if streams and self.checkpoints is None:
+            self.checkpoints = build_checkpoints(settings)
+            self._owns_checkpoints = True
         async with AwsClients(settings.aws_region) as clients:
             for name, mapping in settings.mappings.items():
                 stats = self.registry.add(name, mapping.kind)
@@ -119,7 +149,9 @@ class Service:
                     stats.state = "Disabled"
                     continue
                 invoker = self.invokers[name] = build_invoker(mapping, settings)
-                self.pollers[name] = build_poller(mapping, settings, clients, stats, invoker)
+                self.pollers[name] = build_poller(
+                    mapping, settings, clients, stats, invoker, self.checkpoints
+                )
             if settings.http.enabled:
                 self.http = HttpServer(self.registry, settings.http.host, settings.http.port)
                 await self.http.start()
@@ -142,6 +174,10 @@ class Service:
                 if self.http is not None:
                     with anyio.CancelScope(shield=True):
                         await self.http.stop()
+                if self.checkpoints is not None and self._owns_checkpoints:
+                    with anyio.CancelScope(shield=True):
+                        await self.checkpoints.close()
+                    self.checkpoints, self._owns_checkpoints = None, False
 
     async def _warm(self, name: str, invoker: Invoker) -> None:
         """Run each handler's init phase before its first batch, so no batch pays a cold start."""

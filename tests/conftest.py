@@ -8,7 +8,13 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support import recording
-from tests.support.emulators import ministack_path, start_ministack, start_moto
+from tests.support.emulators import (
+    kinesalite_path,
+    ministack_path,
+    start_kinesalite,
+    start_ministack,
+    start_moto,
+)
 
 
 @pytest.fixture(scope="session")
@@ -64,6 +70,25 @@ def ministack_sqs(ministack_session: str, moto_url: str, monkeypatch: pytest.Mon
     """Route SQS (only) to ministack for this test: AWS's FIFO group semantics, and fast."""
     monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", ministack_session)
     return ministack_session
+
+
+@pytest.fixture(scope="session")
+def kinesalite_session() -> Iterator[str]:
+    path = kinesalite_path()
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("kinesalite is not installed (make test installs it in node_modules)")
+        pytest.skip("kinesalite is not installed; `make test` installs it")
+    emulator = start_kinesalite(path)
+    yield emulator.url
+    emulator.stop()
+
+
+@pytest.fixture
+def kinesalite(kinesalite_session: str, moto_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Route Kinesis (only) to kinesalite for this test: resharding as Kinesis does it."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_KINESIS", kinesalite_session)
+    return kinesalite_session
 
 
 @pytest.fixture

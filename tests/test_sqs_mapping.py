@@ -110,7 +110,7 @@ async def test_function_error_returns_whole_batch_after_visibility_timeout() -> 
 
 async def test_poison_message_lands_in_dlq_after_max_receive_count() -> None:
     async with sqs_client() as sqs:
-        url, dlq = await make_queue(sqs, "poison", visibility=1, dlq_after=2)
+        url, dlq = await make_queue(sqs, "poison", visibility=2, dlq_after=2)
         assert dlq is not None
         await send(sqs, url, ["good-1", "fail-always", "good-2"])
         fields = {"function_response_types": ["ReportBatchItemFailures"]}

@@ -102,3 +102,36 @@ def start_ministack(path: Path, timeout: float = 30.0) -> Emulator:
             time.sleep(0.2)
     os.killpg(process.pid, signal.SIGKILL)
     raise RuntimeError(f"ministack did not start on port {port}")
+
+
+KINESALITE_CLI = Path(__file__).resolve().parents[2] / "node_modules" / "kinesalite" / "cli.js"
+
+
+def kinesalite_path() -> Path | None:
+    """kinesalite (npm) reshards like Kinesis does; `make test` installs it in node_modules."""
+    return KINESALITE_CLI if KINESALITE_CLI.exists() else None
+
+
+def start_kinesalite(path: Path, timeout: float = 20.0) -> Emulator:
+    """kinesalite on a free port, with stream state changes (create, split) taking 50 ms."""
+    port = _free_port()
+    delays = ["--createStreamMs", "50", "--updateStreamMs", "50", "--deleteStreamMs", "50"]
+    process = subprocess.Popen(
+        ["node", str(path), "--port", str(port), *delays],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return Emulator(process, f"http://127.0.0.1:{port}", kill_group=True)
+        except OSError:
+            if process.poll() is not None:
+                break
+            time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGKILL)
+    raise RuntimeError(f"kinesalite did not start on port {port}")

@@ -5,6 +5,7 @@ The service runs in the test's process, so a test sets `BEHAVIOUR` and reads `SE
 
 from __future__ import annotations
 
+import base64
 import threading
 import time
 from typing import Any
@@ -112,3 +113,22 @@ def wait_until(predicate: Any, timeout: float = 20.0) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def record_stream(event: dict[str, Any], context: Any) -> None:
+    """Succeeds, like `record`; fails whole batches while `BEHAVIOUR['fail_batches']` > 0."""
+    _note(event, context)
+    with _lock:
+        left = BEHAVIOUR.get("fail_batches", 0)
+        if left:
+            BEHAVIOUR["fail_batches"] = left - 1
+    if left:
+        raise RuntimeError("asked to fail this batch")
+    if BEHAVIOUR.get("sleep"):
+        time.sleep(BEHAVIOUR["sleep"])
+
+
+def kinesis_payloads() -> list[str]:
+    """Decoded `data` of every Kinesis record seen, in delivery order."""
+    with _lock:
+        return [base64.b64decode(r["kinesis"]["data"]).decode() for r in SEEN]

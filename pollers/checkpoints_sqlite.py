@@ -1,0 +1,110 @@
+"""Checkpoints in a local SQLite file, owned by one process at a time.
+
+Two processes reading the same shards from one file would each advance the other's checkpoints
+past records they never finished, so the file is guarded by an exclusive lock on a sidecar
+`.lock` file: a second process refuses to start instead of silently sharing. (Sharing shards
+between replicas is the DynamoDB lease backend's job.) sqlite3 blocks, so calls run in a worker
+thread, one at a time.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+import anyio
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS checkpoints (
+    scope TEXT NOT NULL,
+    shard_id TEXT NOT NULL,
+    checkpoint TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (scope, shard_id)
+)
+"""
+
+
+class CheckpointLockError(RuntimeError):
+    """Another process holds the checkpoint file."""
+
+
+class SqliteCheckpoints:
+    """`CheckpointStore` on a WAL-mode SQLite file; `open()` takes the file's exclusive lock."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path).expanduser()
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self._conn: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
+        self._limiter = anyio.CapacityLimiter(1)
+
+    def open(self) -> SqliteCheckpoints:
+        """Lock and open the file (synchronously: it runs once, before any poller starts)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise CheckpointLockError(
+                f"checkpoint file {self.path} is in use by another Sluiceway process "
+                f"(lock {self.lock_path} is held); stop that process, or give this one its own "
+                "file with SLUICEWAY_CHECKPOINTS__PATH"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(_SCHEMA)
+        self._conn = conn
+        return self
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("checkpoint store is not open")
+        return self._conn
+
+    def _get(self, scope: str, shard_id: str) -> str | None:
+        row = (
+            self._db()
+            .execute(
+                "SELECT checkpoint FROM checkpoints WHERE scope = ? AND shard_id = ?",
+                (scope, shard_id),
+            )
+            .fetchone()
+        )
+        return None if row is None else str(row[0])
+
+    def _set(self, scope: str, shard_id: str, checkpoint: str) -> None:
+        self._db().execute(
+            "INSERT INTO checkpoints (scope, shard_id, checkpoint, updated_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (scope, shard_id) DO UPDATE SET checkpoint = excluded.checkpoint, "
+            "updated_at = excluded.updated_at",
+            (scope, shard_id, checkpoint, time.time()),
+        )
+
+    async def get(self, scope: str, shard_id: str) -> str | None:
+        return await anyio.to_thread.run_sync(self._get, scope, shard_id, limiter=self._limiter)
+
+    async def set(self, scope: str, shard_id: str, checkpoint: str) -> None:
+        await anyio.to_thread.run_sync(
+            self._set, scope, shard_id, checkpoint, limiter=self._limiter
+        )
+
+    def close_sync(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    async def close(self) -> None:
+        await anyio.to_thread.run_sync(self.close_sync, limiter=self._limiter)

@@ -1,0 +1,67 @@
+"""Pure bookkeeping for one shard: which lane a record goes to, and how far the shard is finished.
+
+With ParallelizationFactor > 1 batches of one shard finish out of order; the checkpoint may only
+move to the end of the contiguous finished prefix, or a crash would skip unfinished records.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import deque
+from dataclasses import dataclass
+
+
+def lane_for(key: str | None, lanes: int) -> int:
+    """Stable across processes (unlike `hash`), so a key keeps its lane and its order."""
+    if lanes <= 1 or key is None:
+        return 0
+    return zlib.crc32(key.encode()) % lanes
+
+
+@dataclass(slots=True)
+class _Entry:
+    sequence: str
+    checkpointable: bool
+    done: bool = False
+
+
+class ShardProgress:
+    """Records in read order, by position; tells the checkpoint once a prefix is finished.
+
+    `checkpointable=False` marks a record that shares its sequence number with later ones (a KPL
+    sub-record that is not the last of its aggregate): the checkpoint never stops on it, as
+    resuming AFTER that sequence number would skip the rest of the aggregate.
+    """
+
+    def __init__(self) -> None:
+        self._entries: deque[_Entry] = deque()
+        self._base = 0
+        self.last_read: str | None = None
+        self.checkpoint: str | None = None
+
+    def add(self, sequence: str, checkpointable: bool = True) -> int:
+        """Track a record just read; returns its position."""
+        self._entries.append(_Entry(sequence, checkpointable))
+        self.last_read = sequence
+        return self._base + len(self._entries) - 1
+
+    def finish(self, positions: list[int]) -> str | None:
+        """Mark records finished; returns the new checkpoint if it moved."""
+        for position in positions:
+            index = position - self._base
+            if 0 <= index < len(self._entries):
+                self._entries[index].done = True
+        moved: str | None = None
+        while self._entries and self._entries[0].done:
+            entry = self._entries.popleft()
+            self._base += 1
+            if entry.checkpointable:
+                moved = entry.sequence
+        if moved is not None:
+            self.checkpoint = moved
+        return moved
+
+    @property
+    def outstanding(self) -> int:
+        """Records read but not yet finished."""
+        return len(self._entries)

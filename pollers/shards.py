@@ -1,0 +1,113 @@
+"""Shards and their lineage: which shard may be read now, and from where.
+
+As the Kinesis Client Library does, a child shard (from a split or a merge) starts only after
+every parent is finished — read to its end and checkpointed `SHARD_END` — so records of one key
+are handled in order across a reshard. Parents that are no longer listed (past retention) count
+as finished.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from pollers.checkpoints import SHARD_END
+
+IteratorType = Literal["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP", "AFTER_SEQUENCE_NUMBER"]
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    shard_id: str
+    parents: tuple[str, ...] = ()
+    closed: bool = False
+    """The listing gave an ending sequence number: no records will be added."""
+
+
+@dataclass(frozen=True, slots=True)
+class StartPosition:
+    """Where a shard iterator starts."""
+
+    kind: IteratorType
+    sequence: str | None = None
+    timestamp: float | None = None
+
+    @classmethod
+    def after(cls, sequence: str) -> StartPosition:
+        return cls("AFTER_SEQUENCE_NUMBER", sequence=sequence)
+
+
+TRIM_HORIZON = StartPosition("TRIM_HORIZON")
+
+
+def shard_from_listing(entry: dict[str, object]) -> Shard:
+    """A Shard from a ListShards (Kinesis) or DescribeStream (DynamoDB Streams) entry."""
+    parents = tuple(
+        str(entry[k]) for k in ("ParentShardId", "AdjacentParentShardId") if entry.get(k)
+    )
+    ranges = entry.get("SequenceNumberRange")
+    closed = isinstance(ranges, dict) and bool(ranges.get("EndingSequenceNumber"))
+    return Shard(str(entry["ShardId"]), parents, closed)
+
+
+class Lineage:
+    """Decides, from the latest listing and the stored checkpoints, which shards to start.
+
+    Starting positions: a stored checkpoint always wins. Without one, a shard starts at the
+    mapping's position, except under LATEST: a child of a parent this mapping read starts at
+    TRIM_HORIZON (everything in it came after the point the mapping started from), and a shard
+    already closed when first seen, with no parent read, is passed over (nothing in it is new).
+    """
+
+    def __init__(self, starting: StartPosition) -> None:
+        self.starting = starting
+        self.started: set[str] = set()
+        self.finished: set[str] = set()
+        self._read: set[str] = set()
+
+    def mark_finished(self, shard_id: str) -> None:
+        self.finished.add(shard_id)
+
+    def plan(
+        self, shards: Iterable[Shard], checkpoints: dict[str, str | None]
+    ) -> list[tuple[Shard, StartPosition]]:
+        """Shards to start now, with their positions; call again when a shard finishes."""
+        by_id = {s.shard_id: s for s in shards}
+        out: list[tuple[Shard, StartPosition]] = []
+        changed = True
+        while changed:
+            changed = False
+            for shard in by_id.values():
+                sid = shard.shard_id
+                if sid in self.started or sid in self.finished:
+                    continue
+                checkpoint = checkpoints.get(sid)
+                if checkpoint == SHARD_END:
+                    self.finished.add(sid)
+                    self._read.add(sid)
+                    changed = True
+                    continue
+                parents = [p for p in shard.parents if p in by_id]
+                if any(p not in self.finished for p in parents):
+                    continue
+                position = self._position(shard, parents, checkpoint)
+                if position is None:
+                    self.finished.add(sid)
+                    changed = True
+                    continue
+                self.started.add(sid)
+                self._read.add(sid)
+                out.append((shard, position))
+        return out
+
+    def _position(
+        self, shard: Shard, parents: list[str], checkpoint: str | None
+    ) -> StartPosition | None:
+        if checkpoint:
+            return StartPosition.after(checkpoint)
+        if self.starting.kind != "LATEST":
+            return self.starting
+        if any(p in self._read for p in parents):
+            return TRIM_HORIZON
+        return None if shard.closed else self.starting

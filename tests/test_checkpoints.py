@@ -1,0 +1,95 @@
+"""Checkpoint stores: memory and SQLite, and the SQLite file's one-process lock."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from pollers.checkpoints import SHARD_END, CheckpointStore, MemoryCheckpoints
+from pollers.checkpoints_sqlite import CheckpointLockError, SqliteCheckpoints
+from router.service import UnsupportedMapping, build_checkpoints
+from tests.support.sqs import settings_for
+
+pytestmark = pytest.mark.anyio
+
+
+async def _roundtrip(store: CheckpointStore) -> None:
+    assert await store.get("m|arn", "shardId-0") is None
+    await store.set("m|arn", "shardId-0", "100")
+    await store.set("m|arn", "shardId-0", "200")
+    await store.set("m|arn", "shardId-1", SHARD_END)
+    assert await store.get("m|arn", "shardId-0") == "200"
+    assert await store.get("m|arn", "shardId-1") == SHARD_END
+    assert await store.get("other|arn", "shardId-0") is None
+
+
+async def test_memory_store() -> None:
+    await _roundtrip(MemoryCheckpoints())
+
+
+async def test_sqlite_store_survives_a_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "sluiceway.db"
+    store = SqliteCheckpoints(path).open()
+    await _roundtrip(store)
+    await store.close()
+    again = SqliteCheckpoints(path).open()
+    assert await again.get("m|arn", "shardId-0") == "200"
+    mode = again._db().execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+    await again.close()
+
+
+def test_second_process_refuses_the_same_file(tmp_path: Path) -> None:
+    path = tmp_path / "sluiceway.db"
+    store = SqliteCheckpoints(path).open()
+    try:
+        code = textwrap.dedent(
+            f"""
+            from pollers.checkpoints_sqlite import CheckpointLockError, SqliteCheckpoints
+            try:
+                SqliteCheckpoints({str(path)!r}).open()
+            except CheckpointLockError as exc:
+                print(exc)
+                raise SystemExit(3)
+            """
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=Path(__file__).resolve().parents[1],
+        )
+        assert result.returncode == 3, result.stderr
+        assert "in use by another Sluiceway process" in result.stdout
+        assert str(path) in result.stdout
+    finally:
+        store.close_sync()
+    SqliteCheckpoints(path).open().close_sync()  # free again once the owner closes
+
+
+def test_service_refuses_to_start_on_a_locked_file(tmp_path: Path) -> None:
+    path = tmp_path / "sluiceway.db"
+    settings = settings_for(
+        {}, SLUICEWAY_CHECKPOINTS__BACKEND="sqlite", SLUICEWAY_CHECKPOINTS__PATH=str(path)
+    )
+    owner = SqliteCheckpoints(path).open()
+    try:
+        with pytest.raises(UnsupportedMapping, match="in use by another Sluiceway process"):
+            build_checkpoints(settings)
+        with pytest.raises(CheckpointLockError):
+            SqliteCheckpoints(path).open()  # a second open in one process is refused too
+    finally:
+        owner.close_sync()
+
+
+def test_dynamodb_backend_is_refused_clearly() -> None:
+    settings = settings_for(
+        {}, SLUICEWAY_CHECKPOINTS__BACKEND="dynamodb", SLUICEWAY_CHECKPOINTS__TABLE="leases"
+    )
+    with pytest.raises(UnsupportedMapping, match="checkpoint backend 'dynamodb'"):
+        build_checkpoints(settings)
