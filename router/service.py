@@ -59,6 +59,26 @@ def build_invoker(mapping: MappingConfig, settings: Settings) -> Invoker:
     )
 
 
+_PENDING_STREAM_FIELDS = (
+    ("maximum_retry_attempts", -1),
+    ("maximum_record_age_in_seconds", -1),
+    ("bisect_batch_on_function_error", False),
+    ("destination_config", None),
+    ("tumbling_window_in_seconds", None),
+)
+
+
+def _refuse_pending_stream_fields(mapping: MappingConfig) -> None:
+    """A failure setting this build would ignore is an error, never a silent default."""
+    for name, default in _PENDING_STREAM_FIELDS:
+        if getattr(mapping, name) != default:
+            variable = f"SLUICEWAY_MAPPINGS__{mapping.name.upper()}__{name.upper()}"
+            raise UnsupportedMapping(
+                f"{variable}: not supported by this build yet; a failed stream batch is retried "
+                "until it succeeds"
+            )
+
+
 def build_poller(
     mapping: MappingConfig,
     settings: Settings,
@@ -77,6 +97,7 @@ def build_poller(
     if mapping.kind == "sqs":
         return SqsPoller(mapping, clients, processor, stats)
     if checkpoints is not None and mapping.kind in ("kinesis", "dynamodb"):
+        _refuse_pending_stream_fields(mapping)
         make = kinesis_poller if mapping.kind == "kinesis" else dynamodb_poller
         return make(mapping, clients, processor, stats, checkpoints)
     raise UnsupportedMapping(

@@ -150,3 +150,18 @@ def test_demo_accounts_for_every_message_without_a_terminal() -> None:
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "every message accounted for" in result.stdout
     assert "\r" not in result.stdout  # plain progress lines when stdout is not a terminal
+
+
+def test_stream_failure_settings_this_build_cannot_honour_stop_the_start(moto_url: str) -> None:
+    env = _env(
+        moto_url,
+        SLUICEWAY_MAPPINGS__CLICKS__SOURCE="arn:aws:kinesis:us-east-1:123456789012:stream/clicks",
+        SLUICEWAY_MAPPINGS__CLICKS__HANDLER="handlers.examples.audit:handler",
+        SLUICEWAY_MAPPINGS__CLICKS__STARTING_POSITION="TRIM_HORIZON",
+        SLUICEWAY_MAPPINGS__CLICKS__MAXIMUM_RETRY_ATTEMPTS="3",
+        SLUICEWAY_CHECKPOINTS__BACKEND="memory",
+        SLUICEWAY_HTTP__ENABLED="false",
+    )
+    result = subprocess.run([*SLUICEWAY, "run"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "SLUICEWAY_MAPPINGS__CLICKS__MAXIMUM_RETRY_ATTEMPTS" in result.stderr
