@@ -78,46 +78,13 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_ministack(path: Path, timeout: float = 30.0) -> Emulator:
-    """ministack on a free port; a faster SQS with AWS's FIFO group semantics."""
-    port = _free_port()
-    env = {**os.environ, "GATEWAY_PORT": str(port), "LOG_LEVEL": "WARNING"}
+def _start_listening(
+    name: str, command: list[str], port: int, timeout: float, env: dict[str, str] | None = None
+) -> Emulator:
+    """Start an emulator in its own process group and wait until its port accepts connections."""
     process = subprocess.Popen(
-        [str(path)],
+        command,
         env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return Emulator(process, f"http://127.0.0.1:{port}", kill_group=True)
-        except OSError:
-            if process.poll() is not None:
-                break
-            time.sleep(0.2)
-    os.killpg(process.pid, signal.SIGKILL)
-    raise RuntimeError(f"ministack did not start on port {port}")
-
-
-KINESALITE_CLI = Path(__file__).resolve().parents[2] / "node_modules" / "kinesalite" / "cli.js"
-
-
-def kinesalite_path() -> Path | None:
-    """kinesalite (npm) reshards like Kinesis does; `make test` installs it in node_modules."""
-    return KINESALITE_CLI if KINESALITE_CLI.exists() else None
-
-
-def start_kinesalite(path: Path, timeout: float = 20.0) -> Emulator:
-    """kinesalite on a free port, with stream state changes (create, split) taking 50 ms."""
-    port = _free_port()
-    delays = ["--createStreamMs", "50", "--updateStreamMs", "50", "--deleteStreamMs", "50"]
-    process = subprocess.Popen(
-        ["node", str(path), "--port", str(port), *delays],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -134,4 +101,26 @@ def start_kinesalite(path: Path, timeout: float = 20.0) -> Emulator:
                 break
             time.sleep(0.1)
     os.killpg(process.pid, signal.SIGKILL)
-    raise RuntimeError(f"kinesalite did not start on port {port}")
+    raise RuntimeError(f"{name} did not start on port {port}")
+
+
+def start_ministack(path: Path, timeout: float = 30.0) -> Emulator:
+    """ministack on a free port; a faster SQS with AWS's FIFO group semantics."""
+    port = _free_port()
+    env = {**os.environ, "GATEWAY_PORT": str(port), "LOG_LEVEL": "WARNING"}
+    return _start_listening("ministack", [str(path)], port, timeout, env)
+
+
+KINESALITE_CLI = Path(__file__).resolve().parents[2] / "node_modules" / "kinesalite" / "cli.js"
+
+
+def kinesalite_path() -> Path | None:
+    """kinesalite (npm) reshards like Kinesis does; `make test` installs it in node_modules."""
+    return KINESALITE_CLI if KINESALITE_CLI.exists() else None
+
+
+def start_kinesalite(path: Path, timeout: float = 20.0) -> Emulator:
+    """kinesalite on a free port, with stream state changes (create, split) taking 50 ms."""
+    port = _free_port()
+    delays = ["--createStreamMs", "50", "--updateStreamMs", "50", "--deleteStreamMs", "50"]
+    return _start_listening("kinesalite", ["node", str(path), "--port", str(port), *delays], port, timeout)
