@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.support import recording
 from tests.support.emulators import (
+    Emulator,
     kinesalite_path,
     ministack_path,
     start_kinesalite,
@@ -53,16 +55,22 @@ _AWS_ENV = (
 )
 
 
-@pytest.fixture(scope="session")
-def ministack_session() -> Iterator[str]:
-    path = ministack_path()
+def _session_emulator(
+    name: str, path: Path | None, start: Callable[[Path], Emulator], installs: str
+) -> Iterator[str]:
+    """An optional emulator for the session: CI must have it, a developer may skip without it."""
     if path is None:
         if os.environ.get("CI"):
-            pytest.fail("ministack is not installed (make test installs it in .venv-ministack)")
-        pytest.skip("ministack is not installed; `make test` installs it")
-    emulator = start_ministack(path)
+            pytest.fail(f"{name} is not installed (make test installs it in {installs})")
+        pytest.skip(f"{name} is not installed; `make test` installs it")
+    emulator = start(path)
     yield emulator.url
     emulator.stop()
+
+
+@pytest.fixture(scope="session")
+def ministack_session() -> Iterator[str]:
+    yield from _session_emulator("ministack", ministack_path(), start_ministack, ".venv-ministack")
 
 
 @pytest.fixture
@@ -74,14 +82,7 @@ def ministack_sqs(ministack_session: str, moto_url: str, monkeypatch: pytest.Mon
 
 @pytest.fixture(scope="session")
 def kinesalite_session() -> Iterator[str]:
-    path = kinesalite_path()
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("kinesalite is not installed (make test installs it in node_modules)")
-        pytest.skip("kinesalite is not installed; `make test` installs it")
-    emulator = start_kinesalite(path)
-    yield emulator.url
-    emulator.stop()
+    yield from _session_emulator("kinesalite", kinesalite_path(), start_kinesalite, "node_modules")
 
 
 @pytest.fixture

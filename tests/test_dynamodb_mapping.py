@@ -12,12 +12,11 @@ import pytest
 from pollers.checkpoints import MemoryCheckpoints
 from router.check import run_checks
 from tests.support import recording
-from tests.support.sqs import eventually, settings_for
+from tests.support.sqs import eventually, running, settings_for
 from tests.support.streams import (
     aws_client,
     make_stream,
     make_table,
-    running_with,
     stream_mapping,
 )
 
@@ -41,7 +40,7 @@ async def test_insert_and_modify_match_aws_key_for_key() -> None:
         await dynamodb.put_item(TableName=table, Item={**item, "id2": {"S": "id2_new_value"}})
         await dynamodb.delete_item(TableName=table, Key={"id": {"S": "hello world"}})
         # A table ARN means the table's latest stream.
-        async with running_with(settings_for({"d": stream_mapping(table_arn)})) as service:
+        async with running(settings_for({"d": stream_mapping(table_arn)})) as service:
             await eventually(seen_count(3))
             assert service.registry.mappings["d"].polled == 3
     insert, modify, remove = recording.SEEN
@@ -68,7 +67,7 @@ async def test_latest_on_a_stream_arn_skips_what_came_before() -> None:
         table = table_arn.rsplit("/", 1)[1]
         await dynamodb.put_item(TableName=table, Item={"id": {"S": "old"}})
         settings = settings_for({"d": stream_mapping(stream_arn, starting_position="LATEST")})
-        async with running_with(settings) as service:
+        async with running(settings) as service:
             await eventually(lambda: service.registry.mappings["d"].concurrency_target > 0)
             await anyio.sleep(0.5)
             for i in range(3):
@@ -90,11 +89,11 @@ async def test_checkpoint_resumes_after_the_last_finished_change() -> None:
             await dynamodb.put_item(TableName=table, Item={"id": {"S": f"a-{i}"}})
         store = MemoryCheckpoints()
         settings = settings_for({"d": stream_mapping(table_arn, batch_size=2)})
-        async with running_with(settings, checkpoints=store):
+        async with running(settings, checkpoints=store):
             await eventually(seen_count(4))
         for i in range(2):
             await dynamodb.put_item(TableName=table, Item={"id": {"S": f"b-{i}"}})
-        async with running_with(settings, checkpoints=store):
+        async with running(settings, checkpoints=store):
             await eventually(seen_count(6))
             await anyio.sleep(0.3)
     keys = [r["dynamodb"]["Keys"]["id"]["S"] for r in recording.SEEN]
@@ -112,7 +111,7 @@ async def test_order_per_item_with_parallelization() -> None:
                     Item={"id": {"S": f"item-{item}"}, "v": {"N": str(version)}},
                 )
         fields = {"parallelization_factor": 4, "batch_size": 2, "handler_threads": 4}
-        async with running_with(settings_for({"d": stream_mapping(table_arn, **fields)})):
+        async with running(settings_for({"d": stream_mapping(table_arn, **fields)})):
             await eventually(seen_count(30))
     versions: dict[str, list[int]] = {}
     for record in recording.SEEN:

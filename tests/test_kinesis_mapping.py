@@ -13,12 +13,11 @@ import pytest
 
 from pollers.checkpoints import SHARD_END, MemoryCheckpoints
 from tests.support import recording
-from tests.support.sqs import eventually, settings_for
+from tests.support.sqs import eventually, running, settings_for
 from tests.support.streams import (
     aws_client,
     make_stream,
     put,
-    running_with,
     stream_mapping,
     wait_active,
 )
@@ -46,7 +45,7 @@ async def test_records_match_aws_key_for_key_in_shard_order() -> None:
         items = [(f"key-{i % 5}", f"payload-{i}") for i in range(20)]
         await put(kinesis, arn, items)
         settings = settings_for({"k": stream_mapping(arn)})
-        async with running_with(settings) as service:
+        async with running(settings) as service:
             await eventually(seen_count(20))
             stats = service.registry.mappings["k"]
             assert stats.polled == 20 and stats.state == "Enabled"
@@ -77,7 +76,7 @@ async def test_latest_skips_what_came_before() -> None:
         arn = await make_stream(kinesis, "latest")
         await put(kinesis, arn, [("a", "old")])
         settings = settings_for({"k": stream_mapping(arn, starting_position="LATEST")})
-        async with running_with(settings) as service:
+        async with running(settings) as service:
             await readers_started(service)
             await put(kinesis, arn, [("a", "new-1"), ("a", "new-2")])
             await eventually(seen_count(2))
@@ -93,7 +92,7 @@ async def test_at_timestamp_starts_at_the_given_time() -> None:
         await anyio.sleep(0.1)
         await put(kinesis, arn, [("a", "after-1"), ("a", "after-2")])
         fields = {"starting_position": "AT_TIMESTAMP", "starting_position_timestamp": start}
-        async with running_with(settings_for({"k": stream_mapping(arn, **fields)})):
+        async with running(settings_for({"k": stream_mapping(arn, **fields)})):
             await eventually(seen_count(2))
             await anyio.sleep(0.3)
     assert recording.kinesis_payloads() == ["after-1", "after-2"]
@@ -107,7 +106,7 @@ async def test_a_stored_checkpoint_wins_over_the_starting_position() -> None:
         store = MemoryCheckpoints()
         await store.set(f"k|{arn}", shard["ShardId"], sequences[2])
         settings = settings_for({"k": stream_mapping(arn)})
-        async with running_with(settings, checkpoints=store):
+        async with running(settings, checkpoints=store):
             await eventually(seen_count(3))
             await anyio.sleep(0.3)
         assert await store.get(f"k|{arn}", shard["ShardId"]) == sequences[-1]
@@ -126,11 +125,11 @@ async def test_restart_resumes_from_sqlite_without_skipping(tmp_path: Path) -> N
             SLUICEWAY_CHECKPOINTS__BACKEND="sqlite",
             SLUICEWAY_CHECKPOINTS__PATH=db,
         )
-        async with running_with(settings):
+        async with running(settings):
             await eventually(seen_count(20))
         first_run = len(recording.SEEN)
         assert first_run < total
-        async with running_with(settings):
+        async with running(settings):
             await eventually(
                 lambda: set(recording.kinesis_payloads()) >= {f"r{i}" for i in range(total)}
             )
@@ -153,7 +152,7 @@ async def test_order_per_key_holds_with_parallelization() -> None:
         recording.BEHAVIOUR["sleep"] = 0.05
         fields = {"parallelization_factor": 4, "batch_size": 3, "handler_threads": 4}
         settings = settings_for({"k": stream_mapping(arn, "track_concurrency", **fields)})
-        async with running_with(settings) as service:
+        async with running(settings) as service:
             await eventually(seen_count(80))
             assert service.registry.mappings["k"].concurrency_target == 4
     assert recording.BEHAVIOUR["max_concurrent"] >= 2
@@ -169,7 +168,7 @@ async def test_failed_batch_is_retried_until_it_succeeds() -> None:
         arn = await make_stream(kinesis, "retry")
         await put(kinesis, arn, [("a", f"r{i}") for i in range(3)])
         recording.BEHAVIOUR["fail_batches"] = 2
-        async with running_with(settings_for({"k": stream_mapping(arn)})) as service:
+        async with running(settings_for({"k": stream_mapping(arn)})) as service:
             await eventually(seen_count(9), timeout=20)
             stats = service.registry.mappings["k"]
             assert stats.errors == 2
@@ -188,7 +187,7 @@ async def test_split_reads_the_parent_to_its_end_before_the_children() -> None:
         await put(kinesis, arn, [(k, f"{k}:before") for k in keys])
         store = MemoryCheckpoints()
         settings = settings_for({"k": stream_mapping(arn)})
-        async with running_with(settings, checkpoints=store):
+        async with running(settings, checkpoints=store):
             await eventually(seen_count(6))
             parent = (await kinesis.list_shards(StreamName=stream))["Shards"][0]["ShardId"]
             await kinesis.split_shard(

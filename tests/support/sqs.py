@@ -148,9 +148,12 @@ def settings_for(mappings: dict[str, dict[str, Any]], **top: str) -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[Service]:
-    """The service running in the background for the body of the `async with`."""
-    service = Service(settings, handle_signals=False)
+async def running(settings: Settings, checkpoints: Any = None) -> AsyncIterator[Service]:
+    """The service running in the background for the body of the `async with`.
+
+    `checkpoints` lets a stream test keep its store across two runs.
+    """
+    service = Service(settings, handle_signals=False, checkpoints=checkpoints)
     async with anyio.create_task_group() as tg:
         await tg.start(service.run)
         try:

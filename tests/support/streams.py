@@ -9,7 +9,6 @@ from typing import Any
 import anyio
 from aiobotocore.session import get_session
 
-from router.service import Service
 from tests.support.sqs import unique
 
 
@@ -59,18 +58,6 @@ async def make_table(dynamodb: Any, name: str, view: str = "NEW_AND_OLD_IMAGES")
     )
     description = response["TableDescription"]
     return description["TableArn"], description["LatestStreamArn"]
-
-
-@contextlib.asynccontextmanager
-async def running_with(settings: Any, checkpoints: Any = None) -> AsyncIterator[Any]:
-    """Like `tests.support.sqs.running`, with a checkpoint store the test keeps."""
-    service = Service(settings, handle_signals=False, checkpoints=checkpoints)
-    async with anyio.create_task_group() as tg:
-        await tg.start(service.run)
-        try:
-            yield service
-        finally:
-            service.stop()
 
 
 def stream_mapping(source: str, handler: str = "record_stream", **fields: Any) -> dict[str, Any]:
