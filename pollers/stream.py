@@ -31,7 +31,7 @@ from tenacity import (
 from pollers.checkpoints import SHARD_END, CheckpointStore
 from pollers.lanes import ShardProgress, lane_for
 from pollers.retry import call_with_retry, error_code
-from pollers.shards import Shard, StartPosition
+from pollers.shards import TRIM_HORIZON, Shard, StartPosition
 from router.batching import BatchBuilder
 from router.processor import BatchProcessor, Settlement
 from router.records import SourceRecord
@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 
 IDLE_POLL_MAX_SECONDS = 1.0
 """Longest wait between GetRecords calls on an idle shard (Lambda polls once a second)."""
+WARM_SECONDS = 30.0
+"""A shard that returned records this recently is polled at the API's floor rate, so a trickle
+of records is seen within a poll interval; only a shard quiet for longer backs off to a second."""
 RETRY_MAX_SECONDS = 30.0
 
 
@@ -67,6 +70,7 @@ class StreamApi(Protocol):
 
 
 _EXPIRED = "ExpiredIteratorException"
+_TRIMMED = "TrimmedDataAccessException"
 
 
 @dataclass
@@ -162,20 +166,31 @@ class ShardReader:
         last = self._progress.last_read
         position = StartPosition.after(last) if last else self.start
         return await call_with_retry(
-            self.api.get_iterator,
-            self.shard.shard_id,
-            position,
-            on_error=self._note_error,
-            retry_all=True,
+            self._iterator_at, position, on_error=self._note_error, retry_all=True
         )
+
+    async def _iterator_at(self, position: StartPosition) -> str:
+        """A position the stream has already trimmed (past retention) falls back to the oldest
+        record still there, as Lambda does: retention, not Sluiceway, dropped what lay between."""
+        try:
+            return await self.api.get_iterator(self.shard.shard_id, position)
+        except ClientError as exc:
+            if error_code(exc) != _TRIMMED or position.kind == "TRIM_HORIZON":
+                raise
+        log.warning(
+            "position %s of %s is past the stream's retention; reading from TRIM_HORIZON",
+            position.sequence,
+            self.shard.shard_id,
+        )
+        return await self.api.get_iterator(self.shard.shard_id, TRIM_HORIZON)
 
     async def _fetch(self, iterator: str) -> RecordsPage | None:
         """One GetRecords; None when the iterator expired (throttles are retried with backoff)."""
         try:
             return await self.api.get_records(self.shard.shard_id, iterator)
         except ClientError as exc:
-            if error_code(exc) == _EXPIRED:
-                return None
+            if error_code(exc) in (_EXPIRED, _TRIMMED):
+                return None  # renewed from the last record read (or the oldest, if trimmed)
             raise
 
     async def _read(self, sends: list[ObjectSendStream[SourceRecord]]) -> bool:
@@ -183,6 +198,7 @@ class ShardReader:
         iterator = await self._iterator()
         floor = self.api.min_poll_interval
         idle = floor
+        last_records_at = -math.inf
         while True:
             while self._progress.outstanding >= self._max_outstanding:
                 self._room = anyio.Event()
@@ -202,7 +218,10 @@ class ShardReader:
                 return True
             iterator = page.next_iterator
             busy = bool(page.records) or bool(page.behind_ms)
-            idle = floor if busy else min(IDLE_POLL_MAX_SECONDS, idle * 2)
+            if busy:
+                last_records_at = began
+            warm = busy or began - last_records_at < WARM_SECONDS
+            idle = floor if warm else min(IDLE_POLL_MAX_SECONDS, idle * 2)
             await anyio.sleep(max(0.0, began + (floor if busy else idle) - time.monotonic()))
 
     def _dispatch(
