@@ -1,10 +1,12 @@
 """`sluiceway demo`: the whole service on an embedded AWS emulator, with a tally at the end.
 
 It starts moto's server mode on a free loopback port, creates a standard queue and a FIFO queue
-(each with a DLQ through a redrive policy), maps them to the example handlers, sends sample traffic
-(orders, pings that the filter drops, flaky orders that fail once, poison orders that always fail),
-shows live progress, and ends when every message sent is accounted for: handled, filtered out, or in
-a DLQ. Exit status 0 means the tally balanced.
+(each with a DLQ through a redrive policy), a Kinesis stream with two shards (one of them split
+while records flow) and a DynamoDB table with a stream, maps them to the example handlers, sends
+sample traffic (orders, pings that the filter drops, flaky orders that fail once, poison orders
+that always fail, clicks, account changes), shows live progress, and ends when every message and
+record sent is accounted for: handled, filtered out, or in a DLQ. Exit status 0 means the tally
+balanced.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import anyio
 import orjson
 
 from config import load_settings
-from handlers.examples import orders
+from handlers.examples import audit, orders
 from router.logs import configure_logging
 from router.service import Service
 
@@ -108,6 +110,82 @@ async def _send_traffic(sqs: Any, standard: Queue, fifo: Queue, count: int) -> N
         fifo.sent += len(entries)
 
 
+@dataclass
+class Streams:
+    """The demo's stream sources and how many records were written to each."""
+
+    clicks_arn: str = ""
+    accounts_arn: str = ""
+    clicks_sent: int = 0
+    account_changes: int = 0
+    split_done: bool = False
+
+
+async def _create_streams(kinesis: Any, dynamodb: Any, streams: Streams) -> None:
+    await kinesis.create_stream(StreamName="demo-clicks", ShardCount=2)
+    with anyio.fail_after(30):
+        while True:
+            summary = (await kinesis.describe_stream_summary(StreamName="demo-clicks"))[
+                "StreamDescriptionSummary"
+            ]
+            if summary["StreamStatus"] == "ACTIVE":
+                streams.clicks_arn = summary["StreamARN"]
+                break
+            await anyio.sleep(0.1)
+    table = await dynamodb.create_table(
+        TableName="demo-accounts",
+        KeySchema=[{"AttributeName": "account", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "account", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+    )
+    streams.accounts_arn = table["TableDescription"]["TableArn"]
+
+
+async def _split_first_shard(kinesis: Any) -> None:
+    """Reshard while records flow: the parent is read to its end before its children."""
+    shards = (await kinesis.list_shards(StreamName="demo-clicks"))["Shards"]
+    first = shards[0]
+    low = int(first["HashKeyRange"]["StartingHashKey"])
+    high = int(first["HashKeyRange"]["EndingHashKey"])
+    await kinesis.split_shard(
+        StreamName="demo-clicks",
+        ShardToSplit=first["ShardId"],
+        NewStartingHashKey=str((low + high) // 2),
+    )
+
+
+async def _send_stream_traffic(kinesis: Any, dynamodb: Any, streams: Streams, count: int) -> None:
+    # One PutRecords call at a time: records for one shard arrive in order.
+    for start in range(0, count, 20):
+        entries = [
+            {
+                "Data": orjson.dumps({"page": f"/p/{i % 7}", "user": f"u{i % 5}", "n": i}),
+                "PartitionKey": f"u{i % 5}",
+            }
+            for i in range(start, min(count, start + 20))
+        ]
+        response = await kinesis.put_records(StreamName="demo-clicks", Records=entries)
+        streams.clicks_sent += len(entries) - int(response.get("FailedRecordCount", 0))
+        if not streams.split_done and start >= count // 2:
+            await _split_first_shard(kinesis)
+            streams.split_done = True
+    accounts = max(1, count // 4)
+    for i in range(accounts):
+        await dynamodb.put_item(
+            TableName="demo-accounts", Item={"account": {"S": f"acct-{i}"}, "balance": {"N": "0"}}
+        )
+        streams.account_changes += 1
+    for i in range(accounts):
+        await dynamodb.update_item(
+            TableName="demo-accounts",
+            Key={"account": {"S": f"acct-{i}"}},
+            UpdateExpression="SET balance = :b",
+            ExpressionAttributeValues={":b": {"N": str(10 * (i + 1))}},
+        )
+        streams.account_changes += 1
+
+
 async def _queue_depth(sqs: Any, url: str) -> int:
     attrs = (
         await sqs.get_queue_attributes(
@@ -127,13 +205,16 @@ class Tally:
     filtered: int
     dead: int
     waiting: int
+    stream_written: int = 0
+    stream_handled: int = 0
 
     @property
     def balanced(self) -> bool:
-        return self.waiting == 0 and self.handled + self.filtered + self.dead == self.sent
+        queues = self.waiting == 0 and self.handled + self.filtered + self.dead == self.sent
+        return queues and self.stream_handled == self.stream_written
 
 
-async def _tally(sqs: Any, service: Service, queues: list[Queue]) -> Tally:
+async def _tally(sqs: Any, service: Service, queues: list[Queue], streams: Streams) -> Tally:
     waiting = dead = 0
     for queue in queues:
         waiting += await _queue_depth(sqs, queue.url)
@@ -145,13 +226,16 @@ async def _tally(sqs: Any, service: Service, queues: list[Queue]) -> Tally:
         filtered=filtered,
         dead=dead,
         waiting=waiting,
+        stream_written=streams.clicks_sent + streams.account_changes,
+        stream_handled=audit.distinct("aws:kinesis") + audit.distinct("aws:dynamodb"),
     )
 
 
 def _line(tally: Tally, elapsed: float) -> str:
     return (
         f"[{elapsed:5.1f}s] sent {tally.sent}  handled {tally.handled}  filtered {tally.filtered}  "
-        f"in DLQ {tally.dead}  still in queues {tally.waiting}"
+        f"in DLQ {tally.dead}  still in queues {tally.waiting}  "
+        f"stream records {tally.stream_handled}/{tally.stream_written}"
     )
 
 
@@ -159,9 +243,16 @@ async def _demo(url: str, messages: int, time_limit: float, keep_running: bool) 
     from aiobotocore.session import get_session
 
     standard, fifo = Queue("demo-orders"), Queue("demo-ledger")
-    async with get_session().create_client("sqs", region_name=REGION) as sqs:
+    streams = Streams()
+    session = get_session()
+    async with (
+        session.create_client("sqs", region_name=REGION) as sqs,
+        session.create_client("kinesis", region_name=REGION) as kinesis,
+        session.create_client("dynamodb", region_name=REGION) as dynamodb,
+    ):
         await _create(sqs, standard, fifo=False)
         await _create(sqs, fifo, fifo=True)
+        await _create_streams(kinesis, dynamodb, streams)
         pattern = orjson.dumps({"body": {"type": ["order"]}}).decode()
         env = {
             "AWS_REGION": REGION,
@@ -177,6 +268,13 @@ async def _demo(url: str, messages: int, time_limit: float, keep_running: bool) 
             "SLUICEWAY_MAPPINGS__LEDGER__SOURCE": fifo.url,
             "SLUICEWAY_MAPPINGS__LEDGER__HANDLER": "handlers.examples.orders:handler",
             "SLUICEWAY_MAPPINGS__LEDGER__FUNCTION_RESPONSE_TYPES": '["ReportBatchItemFailures"]',
+            "SLUICEWAY_MAPPINGS__CLICKS__SOURCE": streams.clicks_arn,
+            "SLUICEWAY_MAPPINGS__CLICKS__HANDLER": "handlers.examples.audit:handler",
+            "SLUICEWAY_MAPPINGS__CLICKS__STARTING_POSITION": "TRIM_HORIZON",
+            "SLUICEWAY_MAPPINGS__CLICKS__PARALLELIZATION_FACTOR": "2",
+            "SLUICEWAY_MAPPINGS__ACCOUNTS__SOURCE": streams.accounts_arn,
+            "SLUICEWAY_MAPPINGS__ACCOUNTS__HANDLER": "handlers.examples.audit:handler",
+            "SLUICEWAY_MAPPINGS__ACCOUNTS__STARTING_POSITION": "TRIM_HORIZON",
         }
         settings = load_settings(environ=env)
         print(f"emulator  {url}")
@@ -191,9 +289,10 @@ async def _demo(url: str, messages: int, time_limit: float, keep_running: bool) 
             if service.http is not None:
                 print(f"health    http://127.0.0.1:{service.http.port}/status")
             await _send_traffic(sqs, standard, fifo, messages)
+            await _send_stream_traffic(kinesis, dynamodb, streams, messages)
             last_print = 0.0
             while True:
-                tally = await _tally(sqs, service, [standard, fifo])
+                tally = await _tally(sqs, service, [standard, fifo], streams)
                 elapsed = time.monotonic() - started
                 if interactive:
                     print("\r" + _line(tally, elapsed), end="", flush=True)
@@ -223,10 +322,12 @@ def _report(tally: Tally, queues: list[Queue]) -> int:
     print(f"  filtered out      {tally.filtered}")
     print(f"  in DLQs           {tally.dead} (poison messages sent: {expected_dead})")
     print(f"  still in queues   {tally.waiting}")
+    print(f"  stream records    {tally.stream_handled} handled of {tally.stream_written} written")
     if tally.balanced:
         print(
             f"every message accounted for: {tally.handled} + {tally.filtered} + {tally.dead} = {tally.sent}"
         )
+        print(f"every stream record handled: {tally.stream_handled} = {tally.stream_written}")
         return 0
     print("NOT every message is accounted for yet (timed out)")
     return 1
@@ -240,6 +341,7 @@ def run_demo(*, keep_running: bool = False, messages: int = 60, timeout: float =
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "demo")
     os.environ["AWS_REGION"] = REGION
     orders.reset()
+    audit.reset()
     try:
         return anyio.run(_demo, url, messages, timeout, keep_running)
     finally:

@@ -207,3 +207,32 @@ async def test_split_reads_the_parent_to_its_end_before_the_children() -> None:
         mine = [p.split(":")[1] for p in recording.kinesis_payloads() if p.startswith(f"{key}:")]
         assert mine[0] == "before" and mine[-1] == "after"
     assert len(recording.SEEN) == 14
+
+
+@pytest.mark.usefixtures("kinesalite")
+async def test_merge_reads_both_parents_to_their_end_before_the_child() -> None:
+    async with aws_client("kinesis") as kinesis:
+        arn = await make_stream(kinesis, "merge", shards=2)
+        stream = arn.rsplit("/", 1)[1]
+        keys = [f"key-{k}" for k in range(8)]
+        await put(kinesis, arn, [(k, f"{k}:before") for k in keys])
+        store = MemoryCheckpoints()
+        settings = settings_for({"k": stream_mapping(arn, batch_size=3)})
+        async with running(settings, checkpoints=store):
+            await eventually(seen_count(8))
+            parents = [s["ShardId"] for s in (await kinesis.list_shards(StreamName=stream))["Shards"]]
+            await kinesis.merge_shards(
+                StreamName=stream, ShardToMerge=parents[0], AdjacentShardToMerge=parents[1]
+            )
+            await wait_active(kinesis, stream)
+            await put(kinesis, arn, [(k, f"{k}:after") for k in keys])
+            await eventually(seen_count(16))
+            for parent in parents:
+                assert await store.get(f"k|{arn}", parent) == SHARD_END
+    shard_of = [r["eventID"].split(":")[0] for r in recording.SEEN]
+    last_parent = max(i for i, s in enumerate(shard_of) if s in parents)
+    first_child = min(i for i, s in enumerate(shard_of) if s not in parents)
+    assert last_parent < first_child
+    for key in keys:
+        mine = [p.split(":")[1] for p in recording.kinesis_payloads() if p.startswith(f"{key}:")]
+        assert mine == ["before", "after"]

@@ -11,12 +11,16 @@ from typing import Any
 
 AUDITED: Counter[str] = Counter()
 """Records seen, keyed by `eventSource` (`aws:sqs`, `aws:kinesis`, `aws:dynamodb`)."""
+SEEN_IDS: dict[str, set[str]] = {}
+"""Distinct records seen per `eventSource` (eventID, or messageId for SQS): redeliveries count once."""
 
 
 async def handler(event: dict[str, Any], context: Any) -> None:
     """Count the batch's records."""
     for record in event["Records"]:
-        AUDITED[record.get("eventSource", "unknown")] += 1
+        source = record.get("eventSource", "unknown")
+        AUDITED[source] += 1
+        SEEN_IDS.setdefault(source, set()).add(record.get("eventID") or record.get("messageId", ""))
 
 
 def snapshot() -> dict[str, int]:
@@ -24,6 +28,12 @@ def snapshot() -> dict[str, int]:
     return dict(AUDITED)
 
 
+def distinct(source: str) -> int:
+    """How many different records of `source` were handled."""
+    return len(SEEN_IDS.get(source, ()))
+
+
 def reset() -> None:
     """Start counting from zero."""
     AUDITED.clear()
+    SEEN_IDS.clear()
