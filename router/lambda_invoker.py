@@ -1,0 +1,71 @@
+"""Invoking a real Lambda function (RequestResponse) by ARN, through the shared aiobotocore clients.
+
+The ARN may carry a qualifier (a version or alias), which Lambda resolves itself. A response with
+`FunctionError` (the `X-Amz-Function-Error` header) is a FunctionError; TooManyRequestsException a
+throttle; any other service or network error an InvokeFailure, so it is retried without counting
+as an attempt.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import anyio
+import orjson
+from botocore.exceptions import BotoCoreError, ClientError
+
+from pollers.aws import AwsClients
+from router.http_invoker import read_function_answer
+from router.invoker import marshal_response
+from router.outcomes import FunctionError, InvocationResult, InvokeFailure
+
+TRANSPORT_GRACE = 10.0
+"""Seconds beyond the function timeout allowed for the Invoke call itself."""
+_THROTTLES = frozenset({"TooManyRequestsException", "EC2ThrottledException"})
+
+
+class LambdaInvoker:
+    """Synchronous Invoke of one function ARN (optionally qualified)."""
+
+    def __init__(self, arn: str, clients: AwsClients, function_timeout: float = 3.0) -> None:
+        self.arn = arn
+        self.clients = clients
+        self.function_timeout = function_timeout
+
+    async def invoke(self, event: dict[str, Any]) -> InvocationResult:
+        """Invoke and read the payload; never raises for what the function or service did."""
+        started = time.monotonic()
+        try:
+            with anyio.fail_after(self.function_timeout + TRANSPORT_GRACE):
+                client = await self.clients.client("lambda")
+                response = await client.invoke(
+                    FunctionName=self.arn,
+                    InvocationType="RequestResponse",
+                    Payload=orjson.dumps(event),
+                )
+                async with response["Payload"] as stream:
+                    raw = await stream.read()
+        except TimeoutError:
+            return InvokeFailure(f"{self.arn}: no answer within {self.function_timeout:g}s")
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            message = exc.response.get("Error", {}).get("Message", str(exc))
+            return InvokeFailure(f"{self.arn}: {code}: {message}", throttled=code in _THROTTLES)
+        except BotoCoreError as exc:
+            return InvokeFailure(f"{self.arn}: {type(exc).__name__}: {exc}")
+        result = read_function_answer(
+            raw, time.monotonic() - started, response.get("FunctionError")
+        )
+        if isinstance(result, FunctionError) and not response.get("FunctionError"):
+            # Lambda itself marks function errors; a payload shaped like one is a plain value.
+            return read_function_answer_as_value(raw, result.duration)
+        return result
+
+
+def read_function_answer_as_value(raw: bytes, duration: float) -> InvocationResult:
+    """A payload Lambda returned without FunctionError is the function's value, whatever its shape."""
+    try:
+        return marshal_response(orjson.loads(raw), duration)
+    except orjson.JSONDecodeError:
+        return marshal_response(raw, duration)

@@ -1,0 +1,207 @@
+"""Process isolation: Python handlers in a pool of warm worker processes (execution environments).
+
+Each worker imports the handler once and runs one invocation at a time, as a Lambda execution
+environment does. Unlike a thread, a worker can be stopped: a handler that outlives its timeout
+has its worker killed and replaced, and `memory_size` is enforced in the worker (RLIMIT_AS).
+Pipes are blocking, so every send and receive runs in a worker thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import time
+import uuid
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import orjson
+
+from handlers.worker import OUT_OF_MEMORY, WorkerConfig, main
+from router.invoker import EXIT_ERROR, TIMED_OUT
+from router.outcomes import FunctionError, InvocationResult, Returned
+
+logger = logging.getLogger(__name__)
+
+_CONTEXT = multiprocessing.get_context("spawn")
+"""Spawned, not forked: a worker never inherits the event loop, threads or open sockets."""
+STOP_GRACE_SECONDS = 2.0
+
+
+class WorkerGone(Exception):
+    """The worker's pipe closed: it exited or was killed."""
+
+
+@dataclass
+class Worker:
+    """One live worker process and the parent's end of its pipe."""
+
+    process: BaseProcess
+    conn: Connection
+    init_duration: float
+    cold_start: float
+    """Seconds from spawning the process to its handler being ready."""
+
+    def kill(self) -> None:
+        """Stop the process now (blocking join: call from a thread)."""
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(STOP_GRACE_SECONDS)
+        self.conn.close()
+
+
+def _receive(conn: Connection, timeout: float | None) -> Any:
+    """Wait for one message; None when `timeout` passes first. Runs in a worker thread."""
+    if timeout is not None and not conn.poll(max(0.0, timeout)):
+        return None
+    try:
+        return conn.recv()
+    except (EOFError, OSError):
+        raise WorkerGone() from None
+
+
+def _spawn(config: WorkerConfig, timeout: float) -> Worker | FunctionError:
+    """Start a worker and wait for its init phase. Runs in a worker thread."""
+    started = time.perf_counter()
+    parent, child = _CONTEXT.Pipe()
+    process = _CONTEXT.Process(target=main, args=(child, config), daemon=True)
+    process.start()
+    child.close()
+    worker = Worker(process, parent, 0.0, 0.0)
+    try:
+        message = _receive(parent, timeout)
+    except WorkerGone:
+        code = process.exitcode
+        worker.kill()
+        return FunctionError(EXIT_ERROR, f"Runtime exited during init: exit status {code}")
+    if message is None:
+        worker.kill()
+        return FunctionError(TIMED_OUT, f"Init timed out after {timeout:.2f} seconds")
+    if message[0] != "ready":
+        worker.kill()
+        return FunctionError(message[1], message[2])
+    worker.init_duration = message[1]
+    worker.cold_start = time.perf_counter() - started
+    return worker
+
+
+class ProcessPoolInvoker:
+    """Runs a Python handler in up to `size` worker processes; an idle worker is reused (warm)."""
+
+    def __init__(
+        self,
+        config: WorkerConfig,
+        function_timeout: float = 3.0,
+        size: int = 1,
+        init_timeout: float = 10.0,
+    ) -> None:
+        if size < 1:
+            raise ValueError(f"size must be at least 1, got {size}")
+        self.config = config
+        self.function_timeout = function_timeout
+        self.size = size
+        self.init_timeout = max(init_timeout, function_timeout)
+        self._slots = anyio.CapacityLimiter(size)
+        self._idle: list[Worker] = []
+        self.cold_starts: list[float] = []
+        """Seconds each worker took from spawn to ready, in start order."""
+        self.init_durations: list[float] = []
+        self.replaced = 0
+
+    @property
+    def init_duration(self) -> float | None:
+        return self.init_durations[0] if self.init_durations else None
+
+    async def warm(self) -> float:
+        """Start every worker now (init once per worker) and return the first init duration."""
+        async with anyio.create_task_group() as tg:
+            for _ in range(self.size - len(self._idle)):
+                tg.start_soon(self._warm_one)
+        return self.init_duration or 0.0
+
+    async def _warm_one(self) -> None:
+        async with self._slots:
+            worker = await self._start(self.init_timeout)
+            if isinstance(worker, Worker):
+                self._idle.append(worker)
+            else:
+                logger.error("worker init failed: %s: %s", worker.error_type, worker.message)
+
+    async def _start(self, init_limit: float) -> Worker | FunctionError:
+        worker = await anyio.to_thread.run_sync(_spawn, self.config, init_limit)
+        if isinstance(worker, Worker):
+            self.cold_starts.append(worker.cold_start)
+            self.init_durations.append(worker.init_duration)
+        return worker
+
+    async def invoke(self, event: dict[str, Any]) -> InvocationResult:
+        """Run one invocation in an idle (or new) worker, killing it if it outlives the timeout."""
+        async with self._slots:
+            started = time.monotonic()
+            worker = self._idle.pop() if self._idle else await self._start(self.function_timeout)
+            if isinstance(worker, FunctionError):
+                return FunctionError(worker.error_type, worker.message, time.monotonic() - started)
+            keep = False
+            try:
+                result, keep = await self._run(worker, event, started)
+            finally:
+                if keep:
+                    self._idle.append(worker)
+                else:
+                    self.replaced += 1
+                    with anyio.CancelScope(shield=True):
+                        await anyio.to_thread.run_sync(worker.kill)
+            return result
+
+    async def _run(
+        self, worker: Worker, event: dict[str, Any], started: float
+    ) -> tuple[InvocationResult, bool]:
+        remaining = self.function_timeout - (time.monotonic() - started)
+        request = (str(uuid.uuid4()), remaining, orjson.dumps(event))
+        try:
+            await anyio.to_thread.run_sync(worker.conn.send, request)
+            message = await anyio.to_thread.run_sync(
+                _receive, worker.conn, remaining, abandon_on_cancel=True
+            )
+        except (WorkerGone, OSError):
+            worker.process.join(STOP_GRACE_SECONDS)
+            code = worker.process.exitcode
+            return self._exited(code, time.monotonic() - started), False
+        duration = time.monotonic() - started
+        if message is None:
+            text = f"Task timed out after {self.function_timeout:.2f} seconds"
+            return FunctionError(TIMED_OUT, text, duration), False
+        if message[0] == "ok":
+            raw = message[1]
+            try:
+                return Returned(orjson.loads(raw), duration), True
+            except orjson.JSONDecodeError:
+                return Returned(raw, duration), True
+        alive = message[1] not in (OUT_OF_MEMORY, EXIT_ERROR)
+        return FunctionError(message[1], message[2], duration), alive
+
+    def _exited(self, code: int | None, duration: float) -> FunctionError:
+        if code is not None and code < 0:
+            # Killed by a signal: the kernel's OOM killer or an allocation the limit refused.
+            return FunctionError(OUT_OF_MEMORY, f"Runtime exited with signal {-code}", duration)
+        return FunctionError(EXIT_ERROR, f"Runtime exited with error: exit status {code}", duration)
+
+    async def aclose(self) -> None:
+        """Stop every idle worker (busy ones are stopped as their invocations end)."""
+        idle, self._idle = self._idle, []
+        with anyio.CancelScope(shield=True):
+            for worker in idle:
+                await anyio.to_thread.run_sync(_stop, worker)
+
+
+def _stop(worker: Worker) -> None:
+    """Ask the worker to exit (closing its pipe), then kill it if it does not."""
+    with contextlib.suppress(OSError):
+        worker.conn.send(None)
+    worker.process.join(STOP_GRACE_SECONDS)
+    worker.kill()

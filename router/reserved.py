@@ -1,0 +1,93 @@
+"""Reserved concurrency: a cap on one function's invocations at once, shared by its mappings.
+
+As in Lambda, an invocation over the cap does not wait: it is throttled (an InvokeFailure with
+`throttled=True`), which the pollers retry with backoff and which does not count as an attempt.
+A cap of 0 throttles every invocation, Lambda's way of switching a function off.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from router.invoker import Invoker
+from router.outcomes import InvocationResult, InvokeFailure
+
+
+@dataclass
+class ConcurrencyPool:
+    """Invocations in flight for one function, against its reserved concurrency."""
+
+    key: str
+    limit: int
+    in_flight: int = 0
+    throttled: int = 0
+
+    def try_acquire(self) -> bool:
+        if self.in_flight >= self.limit:
+            self.throttled += 1
+            return False
+        self.in_flight += 1
+        return True
+
+    def release(self) -> None:
+        self.in_flight -= 1
+
+
+class ReservedConflict(ValueError):
+    """Two mappings give one function different reserved concurrency."""
+
+
+@dataclass
+class ReservedPools:
+    """One pool per function key (handler spec or function name), created by the first mapping."""
+
+    pools: dict[str, ConcurrencyPool] = field(default_factory=dict)
+
+    def pool(self, key: str, limit: int) -> ConcurrencyPool:
+        existing = self.pools.get(key)
+        if existing is None:
+            existing = self.pools[key] = ConcurrencyPool(key, limit)
+        elif existing.limit != limit:
+            raise ReservedConflict(
+                f"{key}: reserved_concurrency {limit} differs from {existing.limit} set by "
+                "another mapping of the same function"
+            )
+        return existing
+
+
+class ReservedInvoker:
+    """Wraps an invoker with a shared pool: over the cap, throttle at once instead of waiting."""
+
+    def __init__(self, inner: Invoker, pool: ConcurrencyPool) -> None:
+        self.inner = inner
+        self.pool = pool
+
+    async def invoke(self, event: dict[str, Any]) -> InvocationResult:
+        if not self.pool.try_acquire():
+            return InvokeFailure(
+                f"Rate Exceeded: reserved concurrency {self.pool.limit} of {self.pool.key} "
+                "is in use",
+                throttled=True,
+            )
+        try:
+            return await self.inner.invoke(event)
+        finally:
+            self.pool.release()
+
+    async def warm(self) -> float | None:
+        warm = getattr(self.inner, "warm", None)
+        return await warm() if warm is not None else None
+
+    async def aclose(self) -> None:
+        aclose = getattr(self.inner, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+def reserved_key(handler: str, kind: str) -> str:
+    """Lambda reserves concurrency per function, not per version or alias."""
+    if kind == "lambda":
+        parts = handler.split(":")
+        return ":".join(parts[:7])  # arn:aws:lambda:region:account:function:name
+    return handler
