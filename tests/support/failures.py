@@ -1,0 +1,61 @@
+"""Stream handlers for failure-handling tests: they fail on 'poison' data and keep what they saw."""
+
+from __future__ import annotations
+
+import base64
+import threading
+from typing import Any
+
+SIZES: list[int] = []
+"""Records per invocation (0 for a tumbling window's final invoke)."""
+EVENTS: list[dict[str, Any]] = []
+"""Every event, whole (window fields included)."""
+_lock = threading.Lock()
+
+
+def reset() -> None:
+    with _lock:
+        SIZES.clear()
+        EVENTS.clear()
+
+
+def _data(record: dict[str, Any]) -> str:
+    if "kinesis" in record:
+        return base64.b64decode(record["kinesis"]["data"]).decode(errors="replace")
+    return str(record.get("dynamodb", {}).get("Keys", {}))
+
+
+def _seq(record: dict[str, Any]) -> str:
+    if "kinesis" in record:
+        return str(record["kinesis"]["sequenceNumber"])
+    return str(record["dynamodb"]["SequenceNumber"])
+
+
+def _note(event: dict[str, Any]) -> list[dict[str, Any]]:
+    with _lock:
+        SIZES.append(len(event["Records"]))
+        EVENTS.append(event)
+    return list(event["Records"])
+
+
+def payloads() -> list[str]:
+    with _lock:
+        return [_data(r) for e in EVENTS for r in e["Records"]]
+
+
+def raise_on_poison(event: dict[str, Any], context: Any) -> None:
+    if any("poison" in _data(r) for r in _note(event)):
+        raise RuntimeError("poison record")
+
+
+def report_poison(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    records = _note(event)
+    return {"batchItemFailures": [{"itemIdentifier": _seq(r)} for r in records if "poison" in _data(r)]}
+
+
+def count_in_window(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Counts records per window in `state`, as a windowed aggregation would."""
+    _note(event)
+    state = dict(event.get("state") or {})
+    state["count"] = state.get("count", 0) + len(event["Records"])
+    return {"state": state}
