@@ -1,0 +1,84 @@
+"""Cost growth: consumer CPU per record as batch size, record size and shard count grow.
+
+Sluiceway and the minimal aiobotocore loop read the same kinesalite streams; one run per point
+(a point is cheap to refresh: `python -m bench --only growth --repeats 3`).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import anyio
+
+from bench.common import ChildRun, aws_env, median, python_child, run_child
+from bench.emulators import client, fill_stream, kinesalite, make_stream
+
+BATCH_SIZES = (10, 100, 1000, 10000)
+RECORD_SIZES = (100, 1_000, 10_000, 100_000, 1_000_000)
+SHARD_COUNTS = (1, 4, 16, 64)
+BYTES_PER_POINT = 20_000_000
+"""Large records are fewer, so every point moves at most this much data."""
+
+
+def _point(
+    endpoint: str, stream: str, arn: str, records: int, batch_size: int, repeats: int
+) -> dict[str, float]:
+    env = aws_env(kinesis=endpoint)
+    commands = {
+        "sluiceway": python_child(
+            "bench.consume",
+            "kinesis",
+            "--source",
+            arn,
+            "--expect",
+            str(records),
+            "--batch-size",
+            str(batch_size),
+        ),
+        "aiobotocore loop": python_child(
+            "bench.peers.kinesis_loop", "--stream", stream, "--expect", str(records)
+        ),
+    }
+    out: dict[str, float] = {}
+    for name, command in commands.items():
+        runs: list[ChildRun] = [run_child(command, env) for _ in range(repeats)]
+        out[name] = median([r.cpu / r.records * 1e6 for r in runs])  # CPU µs per record
+    return out
+
+
+def run(records: int = 20_000, repeats: int = 1) -> dict[str, Any]:
+    results: dict[str, Any] = {
+        "records": records,
+        "batch_size": {},
+        "record_size": {},
+        "shards": {},
+    }
+    with kinesalite() as endpoint:
+        names = iter(range(1000))
+
+        def stream(shards: int, count: int, size: int) -> tuple[str, str]:
+            name = f"growth-{next(names)}"
+
+            async def seed() -> str:
+                async with client("kinesis", endpoint) as kinesis:
+                    arn = await make_stream(kinesis, name, shards)
+                    await fill_stream(kinesis, name, count, size)
+                    return arn
+
+            return name, anyio.run(seed)
+
+        base, base_arn = stream(4, records, 100)
+        for size in BATCH_SIZES:
+            results["batch_size"][size] = _point(endpoint, base, base_arn, records, size, repeats)
+            print(f"  growth batch {size}: {results['batch_size'][size]}", file=sys.stderr)
+        for size in RECORD_SIZES:
+            count = max(20, min(records, BYTES_PER_POINT // size))
+            name, arn = (base, base_arn) if size == 100 else stream(4, count, size)
+            results["record_size"][size] = _point(endpoint, name, arn, count, 100, repeats)
+            print(f"  growth record {size} B: {results['record_size'][size]}", file=sys.stderr)
+        for shards in SHARD_COUNTS:
+            name, arn = (base, base_arn) if shards == 4 else stream(shards, records, 100)
+            results["shards"][shards] = _point(endpoint, name, arn, records, 100, repeats)
+            print(f"  growth shards {shards}: {results['shards'][shards]}", file=sys.stderr)
+    return results

@@ -1,0 +1,187 @@
+"""The table of ratios (Markdown, for the terminal and the README) and the plot of cost growth.
+
+The plot is drawn by bench/plot.py with matplotlib from bench/.venv-peers, so the service's own
+environment never needs matplotlib.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from bench.common import PEERS_PYTHON, RESULTS, ROOT
+
+
+def _f(value: Any, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "—"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def _ratio(ours: float | None, theirs: float | None) -> str:
+    if not ours or not theirs:
+        return "—"
+    return f"{ours / theirs:.2f}x"
+
+
+def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """(measurement, Sluiceway, peer, ratio, aim) rows for what the run measured."""
+    out: list[tuple[str, str, str, str, str]] = []
+    for size, d in (results.get("dispatch") or {}).items():
+        out.append(
+            (
+                f"dispatch, batch {size}: records/s (bare loop)",
+                _f(d["sluiceway_per_s"], 0),
+                _f(d["bare_per_s"], 0),
+                f"{d['ratio']:.1f}x slower",
+                "≤ 2x at 100" if size == "100" else "",
+            )
+        )
+    kin = results.get("kinesis_e2e")
+    if kin:
+        c = kin["consumers"]
+        ours = c.get("sluiceway", {})
+        for peer in ("aiobotocore loop", "async-kinesis"):
+            if peer in c:
+                out.append(
+                    (
+                        f"Kinesis drain {kin['records']:,} rec / {kin['shards']} shards: s ({peer})",
+                        _f(ours.get("seconds")),
+                        _f(c[peer]["seconds"]),
+                        _ratio(ours.get("seconds"), c[peer]["seconds"]),
+                        "faster; ≤ 1.3x loop",
+                    )
+                )
+                out.append(
+                    (
+                        f"Kinesis CPU-s per 10k ({peer})",
+                        _f(ours.get("cpu_per_10k")),
+                        _f(c[peer]["cpu_per_10k"]),
+                        _ratio(ours.get("cpu_per_10k"), c[peer]["cpu_per_10k"]),
+                        "less; ≤ 1.3x loop",
+                    )
+                )
+    sqs = results.get("sqs_e2e")
+    if sqs:
+        c = sqs["consumers"]
+        ours = c.get("sluiceway", {})
+        for peer in ("aiobotocore loop", "sqs-consumer"):
+            if peer in c:
+                out.append(
+                    (
+                        f"SQS {sqs['messages']:,} msgs: msg/s ({peer})",
+                        _f(ours.get("rate"), 0),
+                        _f(c[peer]["rate"], 0),
+                        _ratio(ours.get("rate"), c[peer]["rate"]),
+                        "≥ both",
+                    )
+                )
+                out.append(
+                    (
+                        f"SQS CPU-s per 10k ({peer})",
+                        _f(ours.get("cpu_per_10k")),
+                        _f(c[peer]["cpu_per_10k"]),
+                        _ratio(ours.get("cpu_per_10k"), c[peer]["cpu_per_10k"]),
+                        "≤ 1.3x loop",
+                    )
+                )
+    lat = results.get("latency")
+    if lat:
+        for source, peer, aim in (
+            ("sqs", "sqs-consumer", "p50 ≤ 50 ms"),
+            ("sqs", "aiobotocore loop", ""),
+            ("kinesis", "async-kinesis", "p50 ≤ 110, p99 ≤ 250 ms"),
+            ("kinesis", "aiobotocore loop", ""),
+        ):
+            ours, theirs = lat[source].get("sluiceway"), lat[source].get(peer)
+            if ours and theirs:
+                out.append(
+                    (
+                        f"{source} put→handler p50 / p99 ms ({peer})",
+                        f"{_f(ours['p50_ms'], 0)} / {_f(ours['p99_ms'], 0)}",
+                        f"{_f(theirs['p50_ms'], 0)} / {_f(theirs['p99_ms'], 0)}",
+                        _ratio(ours["p50_ms"], theirs["p50_ms"]),
+                        aim,
+                    )
+                )
+    scale = results.get("scale")
+    if scale:
+        label = f"{scale['shards']} shards + {scale['queues']} queues"
+        out.append((f"{label}: RSS MB", _f(scale["rss_mb"], 0), "", "", "≤ 250"))
+        out.append(
+            (
+                f"{label}: idle CPU, % of a core over {scale['idle_seconds']:.0f} s",
+                _f(scale["idle_cpu_share"] * 100, 1),
+                "",
+                "",
+                "near idle",
+            )
+        )
+        out.append(
+            (
+                f"{label}: s until every shard has a reader",
+                _f(scale["seconds_to_acquire"], 1),
+                "",
+                "",
+                "",
+            )
+        )
+    return out
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = [
+        "| measurement (peer) | Sluiceway | peer | Sluiceway / peer | aim |",
+        "|---|---:|---:|---:|---|",
+    ]
+    lines += [f"| {' | '.join(row)} |" for row in rows(results)]
+    return "\n".join(lines)
+
+
+def header(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    v = ", ".join(f"{k} {val}" for k, val in results["versions"].items())
+    return (
+        f"Machine: {m['cores']} cores, {m['cpu']}, Python {m['python']}; load average at start "
+        f"{m['load_avg']}, at end {results.get('load_avg_end')}; medians of {results['repeats']} "
+        f"runs; {results.get('seconds', 0):.0f} s in all.\nVersions: {v}."
+    )
+
+
+def growth_lines(results: dict[str, Any]) -> str:
+    g = results.get("growth")
+    if not g:
+        return ""
+    parts = []
+    for axis in ("batch_size", "record_size", "shards"):
+        points = ", ".join(
+            f"{k}: {v['sluiceway']:.0f} / {v['aiobotocore loop']:.0f}" for k, v in g[axis].items()
+        )
+        parts.append(
+            f"- CPU µs per record (Sluiceway / aiobotocore loop) by {axis.replace('_', ' ')}: {points}"
+        )
+    return "\n".join(parts)
+
+
+def plot(path: Path) -> Path | None:
+    """Draw bench/results/growth.png from `path`; None when matplotlib is not installed."""
+    if not PEERS_PYTHON.exists():
+        return None
+    target = RESULTS / "growth.png"
+    done = subprocess.run(
+        [str(PEERS_PYTHON), str(ROOT / "bench" / "plot.py"), str(path), str(target)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return target if done.returncode == 0 else None
+
+
+def render(path: Path) -> str:
+    results = json.loads(path.read_text())
+    return "\n\n".join(p for p in (header(results), table(results), growth_lines(results)) if p)

@@ -1,0 +1,116 @@
+"""Scale: one Sluiceway process with many shards and queues mapped and no records flowing.
+
+Reports resident memory, idle CPU (a share of one core, over `idle_seconds`) and the time until a
+reader runs on every shard. kinesalite takes several streams (64 shards each) for 512 shards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from bench.common import ROOT, aws_env, cpu_now, python_child, run_child
+from bench.consume import mapping
+from bench.emulators import client, kinesalite, make_queue, make_stream, ministack
+
+SHARDS_PER_STREAM = 64
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _readers(service: Any) -> int:
+    """Shard readers started so far (the poller's own table of them)."""
+    return sum(len(getattr(p, "_readers", {})) for p in service.pollers.values())
+
+
+async def child(args: argparse.Namespace) -> str:
+    from tests.support.sqs import running, settings_for
+
+    mappings = {f"s{i}": mapping("kinesis", arn, 100, 0) for i, arn in enumerate(args.stream)}
+    mappings.update({f"q{i}": mapping("sqs", url, 10, 0) for i, url in enumerate(args.queue)})
+    settings = settings_for(mappings)
+    started = time.monotonic()
+    deadline = started + args.timeout
+    async with running(settings) as service:
+        while _readers(service) < args.shards and time.monotonic() < deadline:  # noqa: ASYNC110
+            await anyio.sleep(0.05)
+        acquired = time.monotonic() - started
+        readers = _readers(service)
+        await anyio.sleep(args.settle)
+        cpu_start, idle_start = cpu_now(), time.monotonic()
+        await anyio.sleep(args.idle_seconds)
+        idle_cpu = (cpu_now() - cpu_start) / (time.monotonic() - idle_start)
+        rss = _rss_mb()
+        report = {
+            "records": 0,
+            "seconds": acquired,
+            "cpu": idle_cpu,
+            "max_rss_mb": rss,
+            "shards": readers,
+            "queues": len(args.queue),
+        }
+    return json.dumps(report)
+
+
+def run(shards: int = 512, queues: int = 64, idle_seconds: float = 30.0) -> dict[str, Any]:
+    streams = max(1, shards // SHARDS_PER_STREAM)
+    per_stream = shards // streams
+    with kinesalite() as kinesis_url, ministack() as sqs_url:
+
+        async def seed() -> tuple[list[str], list[str]]:
+            async with client("kinesis", kinesis_url) as kinesis, client("sqs", sqs_url) as sqs:
+                arns = [
+                    await make_stream(kinesis, f"scale-{i}", per_stream) for i in range(streams)
+                ]
+                urls = [await make_queue(sqs, f"scale-{i}") for i in range(queues)]
+                return arns, urls
+
+        arns, urls = anyio.run(seed)
+        args = ["--shards", str(per_stream * streams), "--idle-seconds", str(idle_seconds)]
+        for arn in arns:
+            args += ["--stream", arn]
+        for url in urls:
+            args += ["--queue", url]
+        env = aws_env(sqs=sqs_url, kinesis=kinesis_url)
+        result = run_child(
+            python_child("bench.scale", "--child", *args), env, timeout=idle_seconds + 240
+        )
+    out = {
+        "shards": per_stream * streams,
+        "streams": streams,
+        "queues": queues,
+        "seconds_to_acquire": result.seconds,
+        "idle_cpu_share": result.cpu,
+        "rss_mb": result.max_rss_mb,
+        "idle_seconds": idle_seconds,
+    }
+    print(f"  scale: {out}", file=sys.stderr)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--child", action="store_true", required=True)
+    parser.add_argument("--stream", action="append", default=[])
+    parser.add_argument("--queue", action="append", default=[])
+    parser.add_argument("--shards", type=int, required=True)
+    parser.add_argument("--idle-seconds", type=float, default=30.0)
+    parser.add_argument("--settle", type=float, default=5.0)
+    parser.add_argument("--timeout", type=float, default=180.0)
+    print(anyio.run(child, parser.parse_args()), flush=True)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    main()
