@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint run clean
+.PHONY: demo test lint run clean bench
 
 $(BIN)/sluiceway: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,21 @@ test: $(BIN)/sluiceway .venv-ministack/bin/ministack node_modules/kinesalite/cli
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
+# Benchmark peers and tools live in bench/ so they never touch the service's environment.
+bench/.venv-peers/.installed:
+	$(PYTHON) -m venv bench/.venv-peers
+	bench/.venv-peers/bin/pip install --quiet async-kinesis==3.0.1 orjson matplotlib py-spy
+	touch $@
+
+bench/node_modules/sqs-consumer/package.json:
+	npm install --prefix bench --no-save --no-audit --no-fund sqs-consumer@14.2.8 @aws-sdk/client-sqs@3
+
+# Every benchmark, side by side with its peers (about 10 minutes); results in bench/results/.
+bench: $(BIN)/sluiceway .venv-ministack/bin/ministack node_modules/kinesalite/cli.js bench/.venv-peers/.installed bench/node_modules/sqs-consumer/package.json
+	$(BIN)/python -m bench
+
 run: $(BIN)/sluiceway
 	$(BIN)/sluiceway run
 
 clean:
-	rm -rf $(VENV) .venv-ministack node_modules .pytest_cache sluiceway.db
+	rm -rf $(VENV) .venv-ministack node_modules .pytest_cache sluiceway.db bench/.venv-peers bench/node_modules bench/results

@@ -46,6 +46,7 @@ from config.sources import (
 )
 
 StartingPosition = Literal["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"]
+Isolation = Literal["thread", "process"]
 REPORT_BATCH_ITEM_FAILURES = "ReportBatchItemFailures"
 DEFAULT_BATCH_SIZE: dict[SourceKind, int] = {"sqs": 10, "kinesis": 100, "dynamodb": 100}
 _PLACEHOLDER_HANDLER = "placeholder:handler"
@@ -139,6 +140,12 @@ def _existing_directory(value: str) -> str:
     return value
 
 
+def _existing_file(value: str) -> str:
+    if not Path(value).expanduser().is_file():
+        raise rule_error("must be an existing file (PEM certificates)")
+    return value
+
+
 def _patterns_as_strings(value: Any) -> Any:
     """Lambda wants each Pattern as a JSON string; YAML and TOML users may write an object."""
     if isinstance(value, dict) and isinstance(value.get("Filters"), list):
@@ -184,6 +191,16 @@ class MappingConfig(_Section):
     destination_config: DestinationConfig | None = None
     tumbling_window_in_seconds: Annotated[int, between(0, 900, " seconds")] | None = None
     visibility_backoff: VisibilityBackoff | None = None
+    isolation: Annotated[Isolation, normalise_case(str.lower)] = "thread"
+    """Python handlers: "thread" runs them in this process; "process" in a pool of warm worker
+    processes (`handler_threads` of them) where a timeout kills the worker and `memory_size`
+    is a limit."""
+    environment: dict[str, str] = {}
+    """Variables set in each worker process (isolation "process" only)."""
+    reserved_concurrency: Annotated[int, between(0, 1000)] | None = None
+    """Invocations of this handler at once, across every mapping that uses it; more are throttled."""
+    ca_bundle: Annotated[str, AfterValidator(_existing_file)] | None = None
+    """Extra CA certificates (PEM) trusted for an https:// handler, beside the system's."""
 
     _name: str = PrivateAttr(default="")
     _region: str | None = PrivateAttr(default=None)

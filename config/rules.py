@@ -23,7 +23,6 @@ _SQS_RETRIES = "an SQS mapping retries through the queue's visibility timeout an
 _STREAM_ONLY: dict[str, tuple[Any, str]] = {
     "parallelization_factor": (1, "an SQS mapping scales with scaling_config instead"),
     "bisect_batch_on_function_error": (False, _SQS_RETRIES),
-    "maximum_retry_attempts": (-1, _SQS_RETRIES),
     "maximum_record_age_in_seconds": (-1, _SQS_RETRIES),
     "tumbling_window_in_seconds": (None, "SQS records are not windowed"),
 }
@@ -78,13 +77,38 @@ def _sqs_rules(mapping: MappingConfig, source: SourceRef) -> list[RuleProblem]:
         if value != default:
             rule = f"{field} applies to Kinesis and DynamoDB stream mappings only; {reason}"
             problems.append(RuleProblem((field,), value, rule, ("source",)))
+    problems.extend(_sqs_destination_rules(mapping))
+    return problems
+
+
+def _sqs_destination_rules(mapping: MappingConfig) -> list[RuleProblem]:
+    """Beyond AWS: an SQS mapping may send a message that failed `maximum_retry_attempts + 1`
+    receives to an on-failure destination; the two settings only make sense together."""
     destination = mapping.on_failure_destination
-    if destination is not None:
+    retries = mapping.maximum_retry_attempts
+    if destination is None:
+        if retries != -1:
+            rule = (
+                "on an SQS mapping maximum_retry_attempts needs an on-failure destination "
+                "(destination_config.on_failure.destination); without one, " + _SQS_RETRIES
+            )
+            return [RuleProblem(("maximum_retry_attempts",), retries, rule, ("source",))]
+        return []
+    problems: list[RuleProblem] = []
+    if retries == -1:
         rule = (
-            "SQS mappings take no on-failure destination: failed messages return to the queue "
-            "and move to its dead-letter queue through the queue's redrive policy"
+            "an SQS mapping with an on-failure destination needs maximum_retry_attempts from 0 "
+            "to 10000: a message goes to the destination after that many retries"
         )
-        problems.append(RuleProblem(_DESTINATION, destination.arn, rule, ("source",)))
+        problems.append(
+            RuleProblem(("maximum_retry_attempts",), retries, rule, ("source", "destination_config"))
+        )
+    if destination.fifo:
+        rule = (
+            "a FIFO SQS queue or FIFO SNS topic cannot be an on-failure destination; use a "
+            "standard queue or topic"
+        )
+        problems.append(RuleProblem(_DESTINATION, destination.arn, rule, ("destination_config",)))
     return problems
 
 

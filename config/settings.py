@@ -57,6 +57,9 @@ class CheckpointsConfig(BaseModel):
     """SQLite file (sqlite backend)."""
     table: str | None = None
     """DynamoDB lease table (dynamodb backend), shared by every replica."""
+    lease_seconds: Annotated[float, between(1, 3600, " seconds")] = 10.0
+    """dynamodb backend: a lease whose counter stops moving this long is taken by another replica
+    (renewed every third of it); the failover time after a crash."""
 
     @field_validator("table")
     @classmethod
@@ -119,6 +122,10 @@ class Settings(BaseSettings):
     http: HttpConfig = HttpConfig()
     log_level: Annotated[LogLevel, normalise_case(str.upper)] = "INFO"
     log_format: Annotated[Literal["json", "text"], normalise_case(str.lower)] = "json"
+    log_bodies: bool = False
+    """Write record bodies into logs; off so payloads (often personal data) stay out of logs."""
+    trace_records: bool = False
+    """A span per record inside each invocation span (OTEL tracing must be on)."""
     aws_region: Annotated[str, AfterValidator(check_region)] = Field(
         default="us-east-1",
         validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION", "aws_region"),

@@ -14,11 +14,16 @@ import anyio
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
 
+from router.telemetry import instrument_session
+
 LONG_POLL_SECONDS = 20
 """SQS's maximum long-poll wait; the read timeout must exceed it."""
 
-_READ_TIMEOUT = {"sqs": LONG_POLL_SECONDS + 10}
+_READ_TIMEOUT = {"sqs": LONG_POLL_SECONDS + 10, "lambda": 900 + 30}
+"""Lambda: a synchronous Invoke lasts as long as the function (up to 900 s) runs."""
 _DEFAULT_READ_TIMEOUT = 30
+_RETRIES = {"lambda": 0}
+"""An Invoke is not idempotent: the router retries it, with its own rules, never botocore."""
 CONNECT_TIMEOUT = 5
 
 
@@ -28,6 +33,7 @@ class AwsClients:
     def __init__(self, region: str, *, max_pool_connections: int = 100) -> None:
         self.region = region
         self._session: AioSession = get_session()
+        instrument_session(self._session)  # spans for every AWS call, when tracing is on
         self._stack = contextlib.AsyncExitStack()
         self._clients: dict[str, Any] = {}
         self._lock = anyio.Lock()
@@ -48,7 +54,7 @@ class AwsClients:
                     connect_timeout=CONNECT_TIMEOUT,
                     read_timeout=_READ_TIMEOUT.get(service, _DEFAULT_READ_TIMEOUT),
                     max_pool_connections=self._pool,
-                    retries={"mode": "standard", "max_attempts": 3},
+                    retries={"mode": "standard", "max_attempts": _RETRIES.get(service, 3)},
                 )
                 creator = self._session.create_client(
                     service, region_name=self.region, config=config

@@ -20,6 +20,14 @@ class CheckpointStore(Protocol):
 
     async def set(self, scope: str, shard_id: str, checkpoint: str) -> None: ...
 
+    async def get_window(self, scope: str, shard_id: str) -> str | None:
+        """A tumbling window's saved state (JSON text), None when no window is open."""
+        ...
+
+    async def set_window(self, scope: str, shard_id: str, window: str | None) -> None:
+        """Save (or, with None, drop) a tumbling window's state beside the shard's checkpoint."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -28,12 +36,22 @@ class MemoryCheckpoints:
 
     def __init__(self) -> None:
         self._data: dict[tuple[str, str], str] = {}
+        self._windows: dict[tuple[str, str], str] = {}
 
     async def get(self, scope: str, shard_id: str) -> str | None:
         return self._data.get((scope, shard_id))
 
     async def set(self, scope: str, shard_id: str, checkpoint: str) -> None:
         self._data[(scope, shard_id)] = checkpoint
+
+    async def get_window(self, scope: str, shard_id: str) -> str | None:
+        return self._windows.get((scope, shard_id))
+
+    async def set_window(self, scope: str, shard_id: str, window: str | None) -> None:
+        if window is None:
+            self._windows.pop((scope, shard_id), None)
+        else:
+            self._windows[(scope, shard_id)] = window
 
     async def close(self) -> None:
         return None

@@ -26,6 +26,16 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     PRIMARY KEY (scope, shard_id)
 )
 """
+# Added with tumbling windows; CREATE IF NOT EXISTS is the whole migration for older files.
+_WINDOWS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS windows (
+    scope TEXT NOT NULL,
+    shard_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (scope, shard_id)
+)
+"""
 
 
 class CheckpointLockError(RuntimeError):
@@ -62,6 +72,7 @@ class SqliteCheckpoints:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute(_SCHEMA)
+        conn.execute(_WINDOWS_SCHEMA)
         self._conn = conn
         return self
 
@@ -87,6 +98,39 @@ class SqliteCheckpoints:
             "ON CONFLICT (scope, shard_id) DO UPDATE SET checkpoint = excluded.checkpoint, "
             "updated_at = excluded.updated_at",
             (scope, shard_id, checkpoint, time.time()),
+        )
+
+    def _get_window(self, scope: str, shard_id: str) -> str | None:
+        row = (
+            self._db()
+            .execute(
+                "SELECT state FROM windows WHERE scope = ? AND shard_id = ?", (scope, shard_id)
+            )
+            .fetchone()
+        )
+        return None if row is None else str(row[0])
+
+    def _set_window(self, scope: str, shard_id: str, window: str | None) -> None:
+        if window is None:
+            self._db().execute(
+                "DELETE FROM windows WHERE scope = ? AND shard_id = ?", (scope, shard_id)
+            )
+            return
+        self._db().execute(
+            "INSERT INTO windows (scope, shard_id, state, updated_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (scope, shard_id) DO UPDATE SET state = excluded.state, "
+            "updated_at = excluded.updated_at",
+            (scope, shard_id, window, time.time()),
+        )
+
+    async def get_window(self, scope: str, shard_id: str) -> str | None:
+        return await anyio.to_thread.run_sync(
+            self._get_window, scope, shard_id, limiter=self._limiter
+        )
+
+    async def set_window(self, scope: str, shard_id: str, window: str | None) -> None:
+        await anyio.to_thread.run_sync(
+            self._set_window, scope, shard_id, window, limiter=self._limiter
         )
 
     async def get(self, scope: str, shard_id: str) -> str | None:

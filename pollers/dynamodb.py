@@ -13,6 +13,7 @@ from pollers.stream import RecordsPage
 from pollers.stream_poller import StreamPoller
 from router.processor import BatchProcessor
 from router.stats import MappingStats
+from router.telemetry import poll_span, set_count, source_name
 
 GET_RECORDS_LIMIT = 1000
 """DynamoDB Streams' per-call maximum."""
@@ -71,7 +72,13 @@ class DynamoDbStreamApi:
         return str(response["ShardIterator"])
 
     async def get_records(self, shard_id: str, iterator: str) -> RecordsPage:
-        response = await self._streams.get_records(ShardIterator=iterator, Limit=GET_RECORDS_LIMIT)
+        with poll_span(
+            source_name(self.stream_arn), "dynamodb", "GetRecords", sluiceway__shard=shard_id
+        ) as poll:
+            response = await self._streams.get_records(
+                ShardIterator=iterator, Limit=GET_RECORDS_LIMIT
+            )
+            set_count(poll, len(response.get("Records", [])))
         records = [
             (to_source_record(raw, stream_arn=self.stream_arn, region=self.region), True)
             for raw in response.get("Records", [])
@@ -86,4 +93,6 @@ def dynamodb_poller(
     stats: MappingStats,
     store: CheckpointStore,
 ) -> StreamPoller:
-    return StreamPoller(mapping, DynamoDbStreamApi(clients, mapping), processor, stats, store)
+    return StreamPoller(
+        mapping, DynamoDbStreamApi(clients, mapping), processor, stats, store, clients=clients
+    )

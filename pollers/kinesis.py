@@ -13,6 +13,7 @@ from pollers.stream import RecordsPage
 from pollers.stream_poller import StreamPoller
 from router.processor import BatchProcessor
 from router.stats import MappingStats
+from router.telemetry import poll_span, set_count, source_name
 
 GET_RECORDS_LIMIT = 10_000
 """Kinesis's per-call maximum; batches are cut from what a call returns."""
@@ -63,7 +64,13 @@ class KinesisApi:
         return str(response["ShardIterator"])
 
     async def get_records(self, shard_id: str, iterator: str) -> RecordsPage:
-        response = await self._kinesis.get_records(ShardIterator=iterator, Limit=GET_RECORDS_LIMIT)
+        with poll_span(
+            source_name(self.stream_arn), "kinesis", "GetRecords", sluiceway__shard=shard_id
+        ) as poll:
+            response = await self._kinesis.get_records(
+                ShardIterator=iterator, Limit=GET_RECORDS_LIMIT
+            )
+            set_count(poll, len(response.get("Records", [])))
         records = [
             pair
             for raw in response.get("Records", [])
@@ -88,4 +95,6 @@ def kinesis_poller(
     stats: MappingStats,
     store: CheckpointStore,
 ) -> StreamPoller:
-    return StreamPoller(mapping, KinesisApi(clients, mapping), processor, stats, store)
+    return StreamPoller(
+        mapping, KinesisApi(clients, mapping), processor, stats, store, clients=clients
+    )

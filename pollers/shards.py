@@ -8,7 +8,7 @@ as finished.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -69,10 +69,31 @@ class Lineage:
     def mark_finished(self, shard_id: str) -> None:
         self.finished.add(shard_id)
 
+    def release(self, shard_id: str) -> None:
+        """The shard stopped before its end (its lease moved away): it may be started again."""
+        self.started.discard(shard_id)
+
+    def ready(self, shards: Iterable[Shard]) -> set[str]:
+        """Shards not finished whose listed parents are all finished: the ones worth a lease."""
+        by_id = {s.shard_id: s for s in shards}
+        return {
+            sid
+            for sid, shard in by_id.items()
+            if sid not in self.finished
+            and all(p in self.finished for p in shard.parents if p in by_id)
+        }
+
     def plan(
-        self, shards: Iterable[Shard], checkpoints: dict[str, str | None]
+        self,
+        shards: Iterable[Shard],
+        checkpoints: dict[str, str | None],
+        held: Container[str] | None = None,
     ) -> list[tuple[Shard, StartPosition]]:
-        """Shards to start now, with their positions; call again when a shard finishes."""
+        """Shards to start now, with their positions; call again when a shard finishes.
+
+        With `held`, only those shards are started (the others' leases belong to other replicas),
+        though every shard's checkpoint still counts towards which are finished.
+        """
         by_id = {s.shard_id: s for s in shards}
         out: list[tuple[Shard, StartPosition]] = []
         changed = True
@@ -95,6 +116,8 @@ class Lineage:
                 if position is None:
                     self.finished.add(sid)
                     changed = True
+                    continue
+                if held is not None and sid not in held:
                     continue
                 self.started.add(sid)
                 self._read.add(sid)

@@ -26,6 +26,7 @@ from anyio.abc import TaskGroup
 from config.mapping import MappingConfig
 from pollers.aws import LONG_POLL_SECONDS, AwsClients
 from pollers.retry import call_with_retry, error_code
+from pollers.sqs_failures import sqs_failure_destination
 from pollers.sqs_records import to_source_record
 from router.batching import BatchBuilder, split_by_key
 from router.outcomes import BatchFailed
@@ -33,6 +34,7 @@ from router.processor import BatchProcessor, Settlement
 from router.records import SourceRecord
 from router.scaling import LAMBDA_SQS_MAX_CONCURRENCY, ConcurrencyScaler
 from router.stats import MappingStats
+from router.telemetry import batch_span, poll_span, set_count
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,7 @@ class SqsPoller:
         self.visibility_timeout = 30
         self.fifo = self.source.fifo
         self.redrive_policy: str | None = None
+        self._failures = sqs_failure_destination(mapping, clients, stats)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -91,6 +94,8 @@ class SqsPoller:
         self._resolve_scope.cancel()
         for scope in list(self._receive_scopes):
             scope.cancel()
+        if self._failures is not None:
+            self._failures.stop()
 
     async def resolve(self) -> None:
         """Find the queue and read the attributes the poller depends on (retries until reachable)."""
@@ -117,6 +122,12 @@ class SqsPoller:
         self.fifo = attributes.get("FifoQueue") == "true"
         self.queue_arn = attributes.get("QueueArn", self.source.arn)
         self.redrive_policy = attributes.get("RedrivePolicy")
+        if self.redrive_policy and self._failures is not None:
+            log.warning(
+                "mapping %s: the queue has a redrive policy and the mapping an on-failure "
+                "destination; a message goes to whichever limit it reaches first",
+                self.mapping.name,
+            )
         if self.mapping.function_timeout > self.visibility_timeout:
             log.info(
                 "mapping %s: function timeout %.0fs exceeds the queue's visibility timeout %ds; "
@@ -239,7 +250,7 @@ class SqsPoller:
         if self._stopping.is_set():
             return []
         response: dict[str, Any] = {}
-        with anyio.CancelScope() as scope:
+        with poll_span(self.source.name, "sqs") as poll, anyio.CancelScope() as scope:
             self._receive_scopes.add(scope)
             try:
                 sent_at = time.monotonic()
@@ -255,6 +266,7 @@ class SqsPoller:
                 )
             finally:
                 self._receive_scopes.discard(scope)
+            set_count(poll, len(response.get("Messages") or []))
         messages = response.get("Messages") or []
         if not messages:
             return []
@@ -281,6 +293,11 @@ class SqsPoller:
                 tg.start_soon(self._run_group, group)
 
     async def _run_group(self, records: list[SourceRecord]) -> None:
+        """Process and settle in one batch span, so the deletes show under their batch."""
+        with batch_span(records, self.mapping.name, "sqs"):
+            await self._process_and_settle(records)
+
+    async def _process_and_settle(self, records: list[SourceRecord]) -> None:
         try:
             settlement = await self._processor.process(records)
         except BaseException:
@@ -298,10 +315,18 @@ class SqsPoller:
             await self._settle(settlement)
 
     async def _settle(self, settlement: Settlement) -> None:
+        finished, failed = settlement.finished, settlement.failed
+        if self._failures is not None and failed:
+            exhausted = self._failures.exhausted(failed)
+            if exhausted:
+                sent = await self._failures.divert(exhausted, settlement.outcome, self.queue_arn)
+                gone = {id(r) for r in sent}
+                finished = finished + sent
+                failed = [r for r in failed if id(r) not in gone]
         async with anyio.create_task_group() as tg:
-            for chunk in chunks(settlement.finished):
+            for chunk in chunks(finished):
                 tg.start_soon(self._delete, chunk)
-        await self._fail(settlement.failed)
+        await self._fail(failed)
 
     async def _delete(self, records: list[SourceRecord]) -> None:
         """DeleteMessageBatch with per-entry failures retried; what cannot be deleted will reappear."""

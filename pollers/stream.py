@@ -3,9 +3,10 @@
 One reader per shard reads in order and hands records to `ParallelizationFactor` lanes (by a
 stable hash of the partition / item key, so order per key holds). Each lane runs one batch at a
 time; the shard's checkpoint moves only to the end of the contiguous finished prefix, after the
-batch is finished. A failed batch is retried, with backoff, until it succeeds: the lane waits and
-the other lanes go on (`RetryPolicy` is where attempt limits, record age, bisecting and
-on-failure destinations plug in).
+batch is finished. A failed batch is retried with backoff while the lane waits and the other
+lanes go on; `RetryPolicy` holds the mapping's failure settings: attempt limits, record age,
+bisecting, the on-failure destination (records given up on are finished only once it accepted
+them) and tumbling windows.
 """
 
 from __future__ import annotations
@@ -14,27 +15,32 @@ import contextlib
 import logging
 import math
 import time
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from botocore.exceptions import ClientError
-from tenacity import (
-    AsyncRetrying,
-    RetryError,
-    retry_if_result,
-    stop_never,
-    wait_exponential_jitter,
-)
 
 from pollers.checkpoints import SHARD_END, CheckpointStore
 from pollers.lanes import ShardProgress, lane_for
 from pollers.retry import call_with_retry, error_code
 from pollers.shards import TRIM_HORIZON, Shard, StartPosition
+from pollers.windows import Window, WindowTracker, runs_by_window, state_too_large
 from router.batching import BatchBuilder
+from router.bisect import bisect, failure_index
+from router.destinations import Destination
+from router.failure_record import (
+    RECORD_AGE_EXCEEDED,
+    RETRY_ATTEMPTS_EXHAUSTED,
+    FailureContext,
+    stream_failure_record,
+)
+from router.outcomes import BatchFailed, FunctionError, Outcome, PartialFailure, Returned
 from router.processor import BatchProcessor, Settlement
 from router.records import SourceRecord
+from router.retry_policy import FailurePolicy, backoff_seconds, decide
 from router.stats import MappingStats
 
 log = logging.getLogger(__name__)
@@ -44,7 +50,11 @@ IDLE_POLL_MAX_SECONDS = 1.0
 WARM_SECONDS = 30.0
 """A shard that returned records this recently is polled at the API's floor rate, so a trickle
 of records is seen within a poll interval; only a shard quiet for longer backs off to a second."""
+RETRY_INITIAL_SECONDS = 0.5
 RETRY_MAX_SECONDS = 30.0
+WINDOW_GRACE_SECONDS = 1.0
+"""How long after a tumbling window's end its final invoke waits for records still on their way
+(Lambda waits up to 2 minutes on a quiet shard; a record that comes later opens a new window)."""
 
 
 @dataclass
@@ -75,11 +85,30 @@ _TRIMMED = "TrimmedDataAccessException"
 
 @dataclass
 class RetryPolicy:
-    """What to do with records a batch did not finish. Today: retry until they succeed."""
+    """What to do with records a batch did not finish: the mapping's failure settings.
 
-    wait: Any = field(
-        default_factory=lambda: wait_exponential_jitter(initial=0.5, max=RETRY_MAX_SECONDS)
-    )
+    The defaults retry until the records succeed, as Lambda does with -1 / -1 / no bisect.
+    """
+
+    failure: FailurePolicy = field(default_factory=FailurePolicy)
+    destination: Destination | None = None
+    function_arn: str = ""
+    tumbling_window_seconds: int = 0
+    initial_seconds: float = field(default_factory=lambda: RETRY_INITIAL_SECONDS)
+    max_seconds: float = field(default_factory=lambda: RETRY_MAX_SECONDS)
+
+    def backoff(self, failures: int) -> float:
+        return backoff_seconds(failures, initial=self.initial_seconds, maximum=self.max_seconds)
+
+
+@dataclass
+class _Range:
+    """Records retried together: a batch, the rest after a partial failure, or a bisected half."""
+
+    records: list[SourceRecord]
+    retries: int = 0
+    invocations: int = 0
+    last: Outcome | None = None
 
 
 def split_settlement(
@@ -127,6 +156,7 @@ class ShardReader:
         self._read_scope = anyio.CancelScope()
         self._room = anyio.Event()
         self._checkpoint_lock = anyio.Lock()
+        self._delivery_scopes: set[anyio.CancelScope] = set()
         self._max_outstanding = max(2 * batch_size * self._lanes, 10_000)
         self.ended = False
 
@@ -134,15 +164,17 @@ class ShardReader:
         """Stop reading; the batches in flight finish and are checkpointed, queued ones are left."""
         self._stopping.set()
         self._read_scope.cancel()
+        for scope in list(self._delivery_scopes):
+            scope.cancel()
 
     async def run(self) -> None:
         """Read, dispatch and settle; on a clean end of shard, checkpoint SHARD_END."""
         sends: list[ObjectSendStream[SourceRecord]] = []
         async with anyio.create_task_group() as tg:
-            for _ in range(self._lanes):
+            for lane in range(self._lanes):
                 send, receive = anyio.create_memory_object_stream[SourceRecord](math.inf)
                 sends.append(send)
-                tg.start_soon(self._lane, receive)
+                tg.start_soon(self._lane, receive, lane)
             try:
                 with self._read_scope:
                     self.ended = await self._read(sends)
@@ -234,20 +266,45 @@ class ShardReader:
 
     # ------------------------------------------------------------------ lanes
 
-    async def _lane(self, receive: ObjectReceiveStream[SourceRecord]) -> None:
+    async def _lane(self, receive: ObjectReceiveStream[SourceRecord], lane: int = 0) -> None:
         """One batch in flight at a time, in the lane's record order."""
+        window = await self._load_window(lane)
         carry: SourceRecord | None = None
         async with receive:
             while True:
                 if carry is None:
                     try:
-                        carry = await receive.receive()
+                        carry = await self._next_record(receive, window, lane)
                     except anyio.EndOfStream:
+                        if window is not None and self.ended and not self._stopping.is_set():
+                            await self._close_window(window, lane)  # windows end at shard end
                         return
+                    if carry is None:
+                        continue
                 batch, carry = await self._collect(carry, receive)
                 if self._stopping.is_set():
                     return
-                await self._run_batch(batch)
+                if window is None:
+                    await self._run_batch(batch)
+                    continue
+                for run in runs_by_window(batch, window.seconds):
+                    if window.must_close_before(run[0]):
+                        await self._close_window(window, lane)
+                    if self._stopping.is_set():
+                        return
+                    await self._run_batch(run, window, lane)
+
+    async def _next_record(
+        self, receive: ObjectReceiveStream[SourceRecord], window: WindowTracker | None, lane: int
+    ) -> SourceRecord | None:
+        """The lane's next record; None when an open window's end came first (and it was closed)."""
+        wait = None if window is None else window.seconds_until_due(time.time(), WINDOW_GRACE_SECONDS)
+        if wait is None:
+            return await receive.receive()
+        with anyio.move_on_after(wait):
+            return await receive.receive()
+        await self._close_window(window, lane)  # type: ignore[arg-type]
+        return None
 
     async def _collect(
         self, first: SourceRecord, receive: ObjectReceiveStream[SourceRecord]
@@ -274,29 +331,167 @@ class ShardReader:
                 return builder.records, record
         return builder.records, None
 
-    async def _run_batch(self, records: list[SourceRecord]) -> None:
-        """Invoke until every record is finished; give up only when stopping."""
-        pending = records
+    async def _run_batch(
+        self, records: list[SourceRecord], window: WindowTracker | None = None, lane: int = 0
+    ) -> None:
+        """Invoke until every record is finished: handled, filtered out, or given up on (sent to
+        the on-failure destination, or dropped without one). Gives up early only when stopping,
+        leaving the rest unfinished (it is read again from the checkpoint)."""
+        kept, filtered = self._processor.apply_filter(records)
+        await self._finish(filtered)
+        policy = self._policy
+        work: deque[_Range] = deque([_Range(kept)] if kept else [])
+        failures = 0
+        while work and not self._stopping.is_set():
+            current = work[0]
+            now = time.time()
+            expired = [r for r in current.records if policy.failure.expired(r.arrival, now)]
+            if expired:
+                context = self._context(RECORD_AGE_EXCEEDED, current, invoked=False)
+                if not await self._give_up(expired, context):
+                    return
+                gone = {id(r) for r in expired}
+                current.records = [r for r in current.records if id(r) not in gone]
+                if not current.records:
+                    work.popleft()
+                    continue
+            outcome = await self._invoke(current, window, lane)
+            failed_at = None
+            if isinstance(outcome, PartialFailure):
+                ids = [r.item_id for r in current.records]
+                failed_at = failure_index(ids, outcome.failed_ids)
+            decision = decide(outcome, failed_at, len(current.records), current.retries, policy.failure)
+            done, rest = current.records[: decision.finished], current.records[decision.finished :]
+            await self._finish(done)
+            if decision.action == "done":
+                work.popleft()
+                failures = 0
+            elif decision.action == "give_up":
+                if not await self._give_up(rest, self._context(RETRY_ATTEMPTS_EXHAUSTED, current)):
+                    return
+                work.popleft()
+                failures = 0
+            elif decision.action == "split":
+                work[0] = _Range(rest)
+            elif decision.action == "bisect":
+                left, right = bisect(rest)
+                work.popleft()
+                work.extendleft([_Range(right), _Range(left)])
+            else:
+                current.records, current.retries = rest, decision.retries
+                failures += 1
+                await self._pause(policy.backoff(failures))
 
-        async def attempt() -> bool:
-            nonlocal pending
-            if self._stopping.is_set():
-                return False
-            settlement = await self._processor.process(pending)
-            finished, pending = split_settlement(pending, settlement)
-            await self._finish(finished)
-            return bool(pending)
-
-        retrying = AsyncRetrying(
-            wait=self._policy.wait,
-            retry=retry_if_result(bool),
-            stop=stop_never,
-            sleep=self._pause,
+    async def _invoke(self, current: _Range, window: WindowTracker | None, lane: int) -> Outcome:
+        """One invocation of a range; a windowed one carries and takes back the window's state."""
+        opened: Window | None = None
+        extra = None
+        if window is not None:
+            opened = window.window_for(current.records[0])
+            extra = opened.event_fields(self.shard.shard_id, self.api.stream_arn)
+        outcome, result = await self._processor.invoke_result(
+            current.records, extra, require_state=window is not None
         )
-        try:
-            await retrying(attempt)
-        except RetryError:
+        current.invocations += 1
+        current.last = outcome
+        if (
+            window is not None
+            and opened is not None
+            and isinstance(result, Returned)
+            and not (isinstance(outcome, BatchFailed) and outcome.error is None)
+            and isinstance(result.payload, dict)
+        ):
+            opened.state = result.payload["state"]
+            window.current = opened
+            if state_too_large(opened.state):
+                await self._close_window(window, lane, early=True)
+            else:
+                await self._store.set_window(self._scope, self._window_key(lane), opened.dumps())
+        return outcome
+
+    def _context(self, condition: str, current: _Range, *, invoked: bool = True) -> FailureContext:
+        last = current.last
+        error = last.error if isinstance(last, BatchFailed) else None
+        return FailureContext(
+            condition=condition,  # type: ignore[arg-type]
+            function_arn=self._policy.function_arn,
+            invoke_count=current.invocations,
+            function_error=error.function_error if isinstance(error, FunctionError) else None,
+            invoked=invoked,
+        )
+
+    async def _give_up(self, records: list[SourceRecord], context: FailureContext) -> bool:
+        """Send `records` to the destination (or drop them), then finish them; False if stopped
+        before the destination accepted them (they stay unfinished: nothing is lost)."""
+        destination = self._policy.destination
+        if destination is None:
+            self._stats.dropped += len(records)
+            log.warning(
+                "%s: dropping %d records of %s (%s, no on-failure destination)",
+                self._stats.mapping,
+                len(records),
+                self.shard.shard_id,
+                context.condition,
+            )
+        else:
+            now = time.time()
+            events = [r.event for r in records]
+            record = stream_failure_record(
+                events,
+                [r.arrival for r in records],
+                shard_id=self.shard.shard_id,
+                stream_arn=self.api.stream_arn,
+                context=context,
+                now=now,
+            )
+            with anyio.CancelScope() as scope:
+                self._delivery_scopes.add(scope)
+                try:
+                    if self._stopping.is_set():
+                        scope.cancel()
+                    await destination.deliver(record, events, self.shard.shard_id, now)
+                finally:
+                    self._delivery_scopes.discard(scope)
+            if scope.cancelled_caught:
+                return False
+            self._stats.destination_delivered += len(records)
+        await self._finish(records)
+        return True
+
+    # ------------------------------------------------------------------ tumbling windows
+
+    def _window_key(self, lane: int) -> str:
+        """Window state is per shard, and per lane when a parallelization factor splits it."""
+        return self.shard.shard_id if self._lanes == 1 else f"{self.shard.shard_id}#{lane}"
+
+    async def _load_window(self, lane: int) -> WindowTracker | None:
+        seconds = self._policy.tumbling_window_seconds
+        if seconds <= 0:
+            return None
+        tracker = WindowTracker(seconds)
+        saved = await self._store.get_window(self._scope, self._window_key(lane))
+        if saved:
+            tracker.current = Window.loads(saved)
+        return tracker
+
+    async def _close_window(self, window: WindowTracker, lane: int, *, early: bool = False) -> None:
+        """The final invoke (no records, isFinalInvokeForWindow): retried until it succeeds, as
+        Lambda suspends the shard until then; afterwards the state is dropped."""
+        current = window.current
+        if current is None:
             return
+        extra = current.event_fields(
+            self.shard.shard_id, self.api.stream_arn, final=True, early=early
+        )
+        failures = 0
+        while not self._stopping.is_set():
+            outcome, _ = await self._processor.invoke_result([], extra)
+            if not isinstance(outcome, BatchFailed):
+                window.current = None
+                await self._store.set_window(self._scope, self._window_key(lane), None)
+                return
+            failures += 1
+            await self._pause(self._policy.backoff(failures))
 
     async def _pause(self, seconds: float) -> None:
         """Backoff that a graceful stop cuts short."""

@@ -6,21 +6,57 @@ Source-neutral: `pollers.kinesis` and `pollers.dynamodb` supply the `StreamApi`.
 from __future__ import annotations
 
 import logging
+import math
+import time
 
 import anyio
 
 from config.mapping import MappingConfig
-from pollers.checkpoints import CheckpointStore
+from handlers.context import function_arn
+from pollers.aws import AwsClients
+from pollers.checkpoints import SHARD_END, CheckpointStore
+from pollers.leases import ShardLeases, SingleOwnerLeases
 from pollers.retry import call_with_retry, error_code
 from pollers.shards import Lineage, Shard, StartPosition
-from pollers.stream import ShardReader, StreamApi
+from pollers.stream import RetryPolicy, ShardReader, StreamApi
+from router.destinations import build_destination
+from router.failure_record import mapping_uuid
+from router.logs import bind as bind_log_context
 from router.processor import BatchProcessor
+from router.retry_policy import FailurePolicy
 from router.stats import MappingStats
 
 log = logging.getLogger(__name__)
 
 DISCOVERY_INTERVAL_SECONDS = 10.0
 """How often the shard list is read again (also at once whenever a shard ends)."""
+
+
+def retry_policy(
+    mapping: MappingConfig, stats: MappingStats, clients: AwsClients | None
+) -> RetryPolicy:
+    """The mapping's failure settings as the shard readers apply them."""
+    source = mapping.source_ref
+
+    def delivery_failed(_: BaseException) -> None:
+        stats.destination_delivery_failures += 1
+
+    return RetryPolicy(
+        failure=FailurePolicy(
+            maximum_retry_attempts=mapping.maximum_retry_attempts,
+            maximum_record_age_seconds=mapping.maximum_record_age_in_seconds,
+            bisect=mapping.bisect_batch_on_function_error,
+        ),
+        destination=build_destination(
+            mapping.on_failure_destination,
+            clients,
+            mapping_uuid=mapping_uuid(mapping.name),
+            region=source.region,
+            on_error=delivery_failed,
+        ),
+        function_arn=function_arn(source.region, source.account, mapping.effective_function_name),
+        tumbling_window_seconds=mapping.tumbling_window_in_seconds or 0,
+    )
 
 
 def starting_position(mapping: MappingConfig) -> StartPosition:
@@ -42,6 +78,7 @@ class StreamPoller:
         store: CheckpointStore,
         *,
         discovery_interval: float = DISCOVERY_INTERVAL_SECONDS,
+        clients: AwsClients | None = None,
     ) -> None:
         self.mapping = mapping
         self.api = api
@@ -49,9 +86,13 @@ class StreamPoller:
         self._stats = stats
         self._store = store
         self._interval = discovery_interval
+        self._policy = retry_policy(mapping, stats, clients)
         self._lineage = Lineage(starting_position(mapping))
         self._readers: dict[str, ShardReader] = {}
         self._checkpoints: dict[str, str | None] = {}
+        self._leases: ShardLeases | None = None
+        self._shards: list[Shard] = []
+        self._listed_at = -math.inf
         self._stopping = anyio.Event()
         self._wake = anyio.Event()
         self._resolve_scope = anyio.CancelScope()
@@ -85,28 +126,90 @@ class StreamPoller:
             return
         self._stats.state = "Enabled"
         self._stats.concurrency_target = 0
-        async with anyio.create_task_group() as tg:
-            while not self._stopping.is_set():
-                self._wake = anyio.Event()
-                self._discovery_scope = anyio.CancelScope()
-                with self._discovery_scope:
-                    await self._discover(tg)
-                with anyio.move_on_after(self._interval):
-                    await self._wake.wait()
+        leases = self._leases = await self._open_leases()
+        tick = min(self._interval, leases.renew_interval)
+        try:
+            async with anyio.create_task_group() as renewing:
+                renewing.start_soon(self._renew_loop, leases)
+                async with anyio.create_task_group() as tg:
+                    while not self._stopping.is_set():
+                        self._discovery_scope = anyio.CancelScope()
+                        with self._discovery_scope:
+                            await self._discover(tg)
+                        with anyio.move_on_after(tick):
+                            await self._wake.wait()
+                renewing.cancel_scope.cancel()  # readers are done: their leases can go
+        finally:
+            # Graceful hand-off: owners cleared so other replicas take the shards at once.
+            with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+                await leases.release_all()
         self._stats.state = "Disabled"
 
+    async def _open_leases(self) -> ShardLeases:
+        """The store's leases for this scope (DynamoDB), or every shard held (memory, SQLite)."""
+        leases_for = getattr(self._store, "leases_for", None)
+        if leases_for is None:
+            return SingleOwnerLeases(self._store, self.scope)
+        start = getattr(self._store, "start", None)
+        if start is not None:
+            await call_with_retry(start, on_error=self._note_error, retry_all=True)
+        leases: ShardLeases = leases_for(self.scope)
+        if hasattr(leases, "on_lost"):
+            leases.on_lost = self._lease_lost
+        return leases
+
+    def _lease_lost(self, shard_id: str) -> None:
+        reader = self._readers.get(shard_id)
+        if reader is not None:
+            log.warning("mapping %s: lease of %s lost; stopping", self.mapping.name, shard_id)
+            reader.stop()
+
+    async def _renew_loop(self, leases: ShardLeases) -> None:
+        """Renew well inside the lease duration; a lost lease stops its reader before its next
+        batch (its in-flight batch can no longer checkpoint)."""
+        while True:
+            await anyio.sleep(leases.renew_interval)
+            try:
+                await leases.renew()
+            except Exception as exc:  # renewal is retried next interval
+                self._note_error(exc)
+            self._stop_unheld(leases)
+
+    def _stop_unheld(self, leases: ShardLeases) -> None:
+        held = leases.held()
+        for shard_id in list(self._readers):
+            if shard_id not in held:
+                self._lease_lost(shard_id)
+
     async def _discover(self, tg: anyio.abc.TaskGroup) -> None:
-        shards: list[Shard] = await call_with_retry(
-            self.api.list_shards, on_error=self._note_error, retry_all=True
-        )
-        for shard in shards:
-            if shard.shard_id not in self._checkpoints:
-                self._checkpoints[shard.shard_id] = await self._store.get(
-                    self.scope, shard.shard_id
-                )
+        """List shards when due (or woken by a shard end), sync leases, start held shards."""
+        assert self._leases is not None
+        if self._wake.is_set() or time.monotonic() - self._listed_at >= self._interval:
+            self._wake = anyio.Event()
+            self._shards = await call_with_retry(
+                self.api.list_shards, on_error=self._note_error, retry_all=True
+            )
+            self._listed_at = time.monotonic()
+        shards = self._shards
+
+        def ready(checkpoints: dict[str, str | None]) -> set[str]:
+            """Finished parents first (every replica's checkpoints count), then the shards that
+            may be read now: the ones worth a lease."""
+            self._checkpoints.update(checkpoints)
+            self._lineage.plan(shards, self._checkpoints, held=())
+            return self._lineage.ready(shards)
+
+        try:
+            await self._leases.sync(shards, ready)
+        except Exception as exc:  # the lease table is tried again next tick
+            self._note_error(exc)
+            log.warning("mapping %s: lease sync failed: %s", self.mapping.name, error_code(exc))
+            return
+        self._stop_unheld(self._leases)
         if self._stopping.is_set():
             return
-        for shard, position in self._lineage.plan(shards, self._checkpoints):
+        held = self._leases.held()
+        for shard, position in self._lineage.plan(shards, self._checkpoints, held=held):
             reader = ShardReader(
                 api=self.api,
                 shard=shard,
@@ -118,6 +221,7 @@ class StreamPoller:
                 batch_size=self.mapping.effective_batch_size,
                 window=float(self.mapping.maximum_batching_window_in_seconds),
                 parallelization=self.mapping.parallelization_factor,
+                policy=self._policy,
             )
             self._readers[shard.shard_id] = reader
             self._stats.concurrency_target += self.mapping.parallelization_factor
@@ -126,10 +230,18 @@ class StreamPoller:
 
     async def _run_reader(self, reader: ShardReader) -> None:
         try:
-            await reader.run()
+            with bind_log_context(mapping=self.mapping.name, shard=reader.shard.shard_id):
+                await reader.run()
         finally:
             self._readers.pop(reader.shard.shard_id, None)
             self._stats.concurrency_target -= self.mapping.parallelization_factor
+        shard_id = reader.shard.shard_id
         if reader.ended:
-            self._lineage.mark_finished(reader.shard.shard_id)
+            self._lineage.mark_finished(shard_id)
+            self._checkpoints[shard_id] = SHARD_END
             self._wake.set()
+        else:
+            self._lineage.release(shard_id)
+        if self._leases is not None and (reader.ended or shard_id not in self._leases.held()):
+            with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+                await self._leases.release(shard_id)

@@ -11,6 +11,7 @@ from config.settings import Settings
 from handlers.loader import HandlerLoadError, load_handler
 from pollers.aws import AwsClients
 from pollers.retry import error_code
+from router.target_checks import reach_http, reach_lambda
 
 CHECK_TIMEOUT_SECONDS = 15.0
 
@@ -79,10 +80,14 @@ async def _check_source(mapping: MappingConfig, clients: AwsClients) -> CheckRes
         )
 
 
-async def _check_handler(mapping: MappingConfig) -> CheckResult:
+async def _check_handler(mapping: MappingConfig, clients: AwsClients) -> CheckResult:
     handler = mapping.handler
-    if handler.startswith(("http://", "https://", "arn:")):
-        return CheckResult(mapping.name, f"handler {handler}", False, "not supported by this build")
+    if mapping.handler_kind in ("http", "lambda"):
+        if mapping.handler_kind == "http":
+            ok, detail = await reach_http(mapping)
+        else:
+            ok, detail = await reach_lambda(mapping, clients)
+        return CheckResult(mapping.name, f"handler {handler}", ok, detail)
     try:
         loaded = await anyio.to_thread.run_sync(load_handler, handler, mapping.code_path)
     except HandlerLoadError as exc:
@@ -100,6 +105,6 @@ async def run_checks(settings: Settings) -> list[CheckResult]:
     results: list[CheckResult] = []
     async with AwsClients(settings.aws_region) as clients:
         for mapping in settings.mappings.values():
-            results.append(await _check_handler(mapping))
+            results.append(await _check_handler(mapping, clients))
             results.append(await _check_source(mapping, clients))
     return results

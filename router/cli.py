@@ -1,4 +1,4 @@
-"""The `sluiceway` command: run, check, demo."""
+"""The `sluiceway` command: run, check, demo, import-sam."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import anyio
 
 from config import ConfigError, load_settings
 from router.logs import configure_logging
+from router.telemetry import setup_tracing
+from router.telemetry import shutdown as shutdown_tracing
 
 
 def _load_or_exit():  # type: ignore[no-untyped-def]
@@ -23,18 +25,21 @@ def _run(_: argparse.Namespace) -> int:
     from router.service import Service, UnsupportedMapping
 
     settings = _load_or_exit()
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, log_bodies=settings.log_bodies)
     if not settings.mappings:
         print(
             "sluiceway: no mappings configured (set SLUICEWAY_MAPPINGS__<NAME>__SOURCE and __HANDLER)",
             file=sys.stderr,
         )
         return 2
+    setup_tracing(trace_records=settings.trace_records)
     try:
         anyio.run(Service(settings).run)
     except UnsupportedMapping as exc:
         print(f"sluiceway: {exc}", file=sys.stderr)
         return 2
+    finally:
+        shutdown_tracing()  # flush buffered spans, after the loop
     return 0
 
 
@@ -56,6 +61,12 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(keep_running=args.keep_running, messages=args.messages, timeout=args.timeout)
 
 
+def _import_sam(args: argparse.Namespace) -> int:
+    from router.sam_import import write_import
+
+    return write_import(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sluiceway", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -68,6 +79,20 @@ def main(argv: list[str] | None = None) -> int:
         "--timeout", type=float, default=120.0, help="give up after this many seconds"
     )
     demo.set_defaults(func=_demo)
+    sam = sub.add_parser(
+        "import-sam", help="write mappings for a SAM/CloudFormation template's event sources"
+    )
+    sam.add_argument("template", help="template file (YAML or JSON)")
+    sam.add_argument("--output", "-o", help="file to write (.toml, or .env for an env file)")
+    sam.add_argument("--format", choices=["toml", "env"], help="default: from --output, else toml")
+    sam.add_argument("--region", default="us-east-1", help="AWS::Region in ARNs")
+    sam.add_argument("--account", default="123456789012", help="AWS::AccountId in ARNs")
+    sam.add_argument("--stack-name", default="sluiceway", help="AWS::StackName")
+    sam.add_argument(
+        "--parameter", action="append", default=[], metavar="KEY=VALUE",
+        help="a template parameter value (repeatable)",
+    )
+    sam.set_defaults(func=_import_sam)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

@@ -23,6 +23,7 @@ import orjson
 from handlers.context import LambdaContext, new_log_stream_name
 from handlers.loader import HandlerLoadError, LoadedHandler, load_handler, parse_handler_spec
 from router.outcomes import FunctionError, InvocationResult, Returned
+from router.telemetry import annotate_invocation
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +106,7 @@ class PythonInvoker:
     async def invoke(self, event: dict[str, Any]) -> InvocationResult:
         """Run the handler once with a fresh request id and context."""
         request_id = str(uuid.uuid4())
+        annotate_invocation(request_id)
         started = time.monotonic()
         # A load that happens here (no warm-up, or init failed before) counts toward the timeout,
         # as Lambda's init-during-invoke does.

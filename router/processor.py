@@ -13,15 +13,19 @@ from typing import Any
 
 import anyio
 
+from router import telemetry
 from router.filters import RecordFilter
 from router.invoker import Invoker
+from router.metrics import record_invocation
 from router.outcomes import (
     BatchFailed,
     BatchSucceeded,
     FunctionError,
+    InvocationResult,
     InvokeFailure,
     Outcome,
     PartialFailure,
+    Returned,
 )
 from router.records import SourceRecord
 from router.response import interpret
@@ -45,8 +49,14 @@ class Settlement:
         return self.filtered + self.succeeded
 
 
-def build_event(records: list[SourceRecord]) -> dict[str, Any]:
-    return {"Records": [r.event for r in records]}
+def build_event(
+    records: list[SourceRecord], extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Lambda's event; `extra` adds top-level keys (tumbling windows: window, state, ...)."""
+    event: dict[str, Any] = {"Records": [r.event for r in records]}
+    if extra:
+        event.update(extra)
+    return event
 
 
 @dataclass
@@ -64,6 +74,7 @@ class BatchProcessor:
     report_batch_item_failures: bool = False
     ordered_groups: bool = False
     limiter: anyio.CapacityLimiter | None = None
+    _invoked_before: bool = field(default=False, init=False, repr=False)
 
     def apply_filter(
         self, records: list[SourceRecord]
@@ -81,6 +92,20 @@ class BatchProcessor:
 
     async def invoke(self, records: list[SourceRecord]) -> Outcome:
         """Invoke the handler with `records` and apply AWS's response rules."""
+        outcome, _ = await self.invoke_result(records)
+        return outcome
+
+    async def invoke_result(
+        self,
+        records: list[SourceRecord],
+        extra: dict[str, Any] | None = None,
+        *,
+        require_state: bool = False,
+    ) -> tuple[Outcome, InvocationResult]:
+        """Like `invoke`, also returning the raw result (a tumbling window's `state` is in it).
+
+        `require_state`: a returned response without `state` is a failed invocation, as in AWS.
+        """
         stats = self.stats
         stats.invoked += len(records)
         stats.invocations += 1
@@ -89,15 +114,39 @@ class BatchProcessor:
         try:
             if self.limiter is not None:
                 async with self.limiter:
-                    result = await self.invoker.invoke(build_event(records))
+                    result = await self._call(records, extra)
             else:
-                result = await self.invoker.invoke(build_event(records))
+                result = await self._call(records, extra)
         finally:
             stats.in_flight -= 1
-            stats.duration_seconds += time.monotonic() - started
+            elapsed = time.monotonic() - started
+            stats.duration_seconds += elapsed
+            record_invocation(stats, elapsed, len(records))
         outcome = interpret(result, [r.item_id for r in records], self.report_batch_item_failures)
+        if require_state and isinstance(result, Returned) and not _has_state(result.payload):
+            outcome = BatchFailed("the response has no state (a tumbling window needs one)")
         self._count(outcome, len(records))
-        return outcome
+        telemetry.annotate_outcome(outcome, len(records))
+        return outcome, result
+
+    async def _call(
+        self, records: list[SourceRecord], extra: dict[str, Any] | None
+    ) -> InvocationResult:
+        """One handler call inside its invocation span (the handler's own spans nest in it)."""
+        stats = self.stats
+        if stats.kind != "sqs" and records and records[-1].arrival:
+            # Lambda's IteratorAge: measured at every invoke, so it keeps growing while retrying.
+            stats.iterator_age_ms = max(0.0, (time.time() - records[-1].arrival) * 1000)
+        coldstart, self._invoked_before = not self._invoked_before, True
+        name = getattr(self.invoker, "function_name", None) or stats.mapping
+        # The batch span is reused when the poller opened one; otherwise this attempt gets its own.
+        with (
+            telemetry.batch_span(records, stats.mapping, stats.kind),
+            telemetry.invocation_span(name, stats.kind, records, coldstart) as current,
+        ):
+            result = await self.invoker.invoke(build_event(records, extra))
+            telemetry.annotate_result(current, result)
+        return result
 
     def _count(self, outcome: Outcome, size: int) -> None:
         stats = self.stats
@@ -120,7 +169,11 @@ class BatchProcessor:
             stats.last_processing_result = "PROBLEM: Function call failed"
 
     async def process(self, records: list[SourceRecord]) -> Settlement:
-        """Filter, invoke once, and settle every record of the batch."""
+        """Filter, invoke once, and settle every record of the batch (in the batch's span)."""
+        with telemetry.batch_span(records, self.stats.mapping, self.stats.kind):
+            return await self._process(records)
+
+    async def _process(self, records: list[SourceRecord]) -> Settlement:
         to_invoke, filtered = self.apply_filter(records)
         settlement = Settlement(filtered=filtered)
         if not to_invoke:
@@ -154,3 +207,7 @@ class BatchProcessor:
             else:
                 ok.append(record)
         return ok, failed
+
+
+def _has_state(payload: Any) -> bool:
+    return isinstance(payload, dict) and isinstance(payload.get("state"), dict)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import anyio
+import anyio.to_thread
 
 from config.mapping import MappingConfig
 from config.settings import Settings
@@ -20,9 +21,13 @@ from pollers.kinesis import kinesis_poller
 from pollers.sqs import SqsPoller
 from router.filters import compile_filter_criteria
 from router.http import HttpServer
-from router.invoker import Invoker, PythonInvoker
+from router.invoker import Invoker
+from router.logs import bind as bind_log_context
+from router.metrics import Metrics
 from router.processor import BatchProcessor
+from router.reserved import ReservedPools
 from router.stats import MappingStats, Registry
+from router.targets import TargetError, build_target
 
 log = logging.getLogger(__name__)
 
@@ -39,44 +44,17 @@ class UnsupportedMapping(Exception):
     """A mapping asks for something this build cannot run; named so `check` can report it."""
 
 
-def build_invoker(mapping: MappingConfig, settings: Settings) -> Invoker:
-    handler = mapping.handler
-    if handler.startswith(("http://", "https://", "arn:")):
-        raise UnsupportedMapping(
-            f"mapping {mapping.name}: handler {handler!r} — only in-process Python handlers "
-            "(module:function) are supported by this build"
-        )
-    source = mapping.source_ref
-    return PythonInvoker(
-        spec=handler,
-        code_path=mapping.code_path,
-        function_name=mapping.effective_function_name,
-        function_timeout=mapping.function_timeout,
-        memory_size=mapping.memory_size,
-        region=source.region or settings.aws_region,
-        account=source.account,
-        max_threads=mapping.handler_threads,
-    )
-
-
-_PENDING_STREAM_FIELDS = (
-    ("maximum_retry_attempts", -1),
-    ("maximum_record_age_in_seconds", -1),
-    ("bisect_batch_on_function_error", False),
-    ("destination_config", None),
-    ("tumbling_window_in_seconds", None),
-)
-
-
-def _refuse_pending_stream_fields(mapping: MappingConfig) -> None:
-    """A failure setting this build would ignore is an error, never a silent default."""
-    for name, default in _PENDING_STREAM_FIELDS:
-        if getattr(mapping, name) != default:
-            variable = f"SLUICEWAY_MAPPINGS__{mapping.name.upper()}__{name.upper()}"
-            raise UnsupportedMapping(
-                f"{variable}: not supported by this build yet; a failed stream batch is retried "
-                "until it succeeds"
-            )
+def build_invoker(
+    mapping: MappingConfig,
+    settings: Settings,
+    clients: AwsClients | None = None,
+    reserved: ReservedPools | None = None,
+) -> Invoker:
+    """In-process, worker processes, HTTP or Lambda, by the handler's form (router.targets)."""
+    try:
+        return build_target(mapping, settings, clients, reserved)
+    except TargetError as exc:
+        raise UnsupportedMapping(str(exc)) from None
 
 
 def build_poller(
@@ -97,7 +75,6 @@ def build_poller(
     if mapping.kind == "sqs":
         return SqsPoller(mapping, clients, processor, stats)
     if checkpoints is not None and mapping.kind in ("kinesis", "dynamodb"):
-        _refuse_pending_stream_fields(mapping)
         make = kinesis_poller if mapping.kind == "kinesis" else dynamodb_poller
         return make(mapping, clients, processor, stats, checkpoints)
     raise UnsupportedMapping(
@@ -115,9 +92,32 @@ def build_checkpoints(settings: Settings) -> CheckpointStore:
             return SqliteCheckpoints(config.path).open()
         except CheckpointLockError as exc:
             raise UnsupportedMapping(str(exc)) from None
+    if config.backend == "dynamodb" and config.table:
+        from pollers.checkpoints_dynamodb import DynamoCheckpoints
+
+        return DynamoCheckpoints(
+            config.table, settings.aws_region, lease_seconds=config.lease_seconds
+        )
     raise UnsupportedMapping(
         f"checkpoint backend {config.backend!r} is not supported by this build (use sqlite or memory)"
     )
+
+
+async def _start_checkpoints(store: CheckpointStore) -> None:
+    """Create or check a lease table before any poller starts: a table that cannot be used is a
+    start-up error; one that cannot be reached yet is retried by the pollers."""
+    start = getattr(store, "start", None)
+    if start is None:
+        return
+    from pollers.leases import LeaseTableError
+
+    try:
+        await start()
+    except LeaseTableError as exc:
+        await store.close()
+        raise UnsupportedMapping(str(exc)) from None
+    except Exception as exc:
+        log.warning("lease table not reachable yet (%s); the pollers keep trying", exc)
 
 
 @dataclass
@@ -133,6 +133,9 @@ class Service:
     """Shard positions of stream mappings; built from settings.checkpoints unless given."""
     _owns_checkpoints: bool = False
     http: HttpServer | None = None
+    metrics: Metrics | None = None
+    """Metrics (Prometheus at /metrics, OTLP if configured); built from OTEL_* unless given."""
+    _owns_metrics: bool = False
     _stop_flag: bool = False
     _stop_requested: anyio.Event | None = None
     _pollers_done: anyio.Event | None = None
@@ -163,18 +166,27 @@ class Service:
         if streams and self.checkpoints is None:
             self.checkpoints = build_checkpoints(settings)
             self._owns_checkpoints = True
+            await _start_checkpoints(self.checkpoints)
         async with AwsClients(settings.aws_region) as clients:
+            reserved = ReservedPools()  # reserved concurrency, shared by a function's mappings
             for name, mapping in settings.mappings.items():
                 stats = self.registry.add(name, mapping.kind)
                 if not mapping.enabled:
                     stats.state = "Disabled"
                     continue
-                invoker = self.invokers[name] = build_invoker(mapping, settings)
+                invoker = self.invokers[name] = build_invoker(mapping, settings, clients, reserved)
                 self.pollers[name] = build_poller(
                     mapping, settings, clients, stats, invoker, self.checkpoints
                 )
+            if self.metrics is None:
+                self.metrics, self._owns_metrics = Metrics.from_env(self.registry), True
+            if self.metrics is not None:
+                self.metrics.activate()
             if settings.http.enabled:
-                self.http = HttpServer(self.registry, settings.http.host, settings.http.port)
+                routes = [("/metrics", self.metrics.handle)] if self.metrics is not None else []
+                self.http = HttpServer(
+                    self.registry, settings.http.host, settings.http.port, extra_routes=routes
+                )
                 await self.http.start()
             try:
                 async with anyio.create_task_group() as tg:
@@ -195,10 +207,23 @@ class Service:
                 if self.http is not None:
                     with anyio.CancelScope(shield=True):
                         await self.http.stop()
+                if self.metrics is not None and self._owns_metrics:
+                    with anyio.CancelScope(shield=True):  # a last OTLP export may block
+                        await anyio.to_thread.run_sync(self.metrics.shutdown)
+                    self.metrics, self._owns_metrics = None, False
+                with anyio.CancelScope(shield=True):
+                    await self._close_invokers()
                 if self.checkpoints is not None and self._owns_checkpoints:
                     with anyio.CancelScope(shield=True):
                         await self.checkpoints.close()
                     self.checkpoints, self._owns_checkpoints = None, False
+
+    async def _close_invokers(self) -> None:
+        """Close pooled connections and stop worker processes."""
+        for invoker in self.invokers.values():
+            aclose = getattr(invoker, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     async def _warm(self, name: str, invoker: Invoker) -> None:
         """Run each handler's init phase before its first batch, so no batch pays a cold start."""
@@ -218,7 +243,8 @@ class Service:
                 for name, invoker in self.invokers.items():
                     tg.start_soon(self._warm, name, invoker)
             async with anyio.create_task_group() as tg:
-                for poller in self.pollers.values():
-                    tg.start_soon(poller.run)
+                for name, poller in self.pollers.items():
+                    with bind_log_context(mapping=name):  # the task keeps this context
+                        tg.start_soon(poller.run)
         finally:
             self._pollers_done.set()

@@ -87,9 +87,16 @@ def test_service_refuses_to_start_on_a_locked_file(tmp_path: Path) -> None:
         owner.close_sync()
 
 
-def test_dynamodb_backend_is_refused_clearly() -> None:
+def test_dynamodb_backend_builds_a_lease_store() -> None:
+    from pollers.checkpoints_dynamodb import DynamoCheckpoints
+
     settings = settings_for(
-        {}, SLUICEWAY_CHECKPOINTS__BACKEND="dynamodb", SLUICEWAY_CHECKPOINTS__TABLE="leases"
+        {},
+        SLUICEWAY_CHECKPOINTS__BACKEND="dynamodb",
+        SLUICEWAY_CHECKPOINTS__TABLE="leases",
+        SLUICEWAY_CHECKPOINTS__LEASE_SECONDS="6",
     )
-    with pytest.raises(UnsupportedMapping, match="checkpoint backend 'dynamodb'"):
-        build_checkpoints(settings)
+    store = build_checkpoints(settings)
+    assert isinstance(store, DynamoCheckpoints)
+    assert store.table.table == "leases" and store.lease_seconds == 6
+    assert store.leases_for("scope").renew_interval < 6 / 2

@@ -16,6 +16,7 @@ import anyio
 import pytest
 
 from tests.support.sqs import count_messages, eventually, make_queue, send, sqs_client
+from tests.support.streams import aws_client, make_stream
 
 SLUICEWAY = [sys.executable, "-m", "router.cli"]
 
@@ -153,16 +154,30 @@ def test_demo_accounts_for_every_message_without_a_terminal() -> None:
     assert "\r" not in result.stdout  # plain progress lines when stdout is not a terminal
 
 
-def test_stream_failure_settings_this_build_cannot_honour_stop_the_start(moto_url: str) -> None:
+@pytest.mark.anyio
+async def test_stream_failure_settings_are_accepted_and_checked(moto_url: str) -> None:
+    async with sqs_client() as sqs:
+        url, _ = await make_queue(sqs, "clicks-failed")
+        queue_arn = (await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"]))[
+            "Attributes"
+        ]["QueueArn"]
+    async with aws_client("kinesis") as kinesis:
+        stream_arn = await make_stream(kinesis, "clicks")
     env = _env(
         moto_url,
-        SLUICEWAY_MAPPINGS__CLICKS__SOURCE="arn:aws:kinesis:us-east-1:123456789012:stream/clicks",
+        SLUICEWAY_MAPPINGS__CLICKS__SOURCE=stream_arn,
         SLUICEWAY_MAPPINGS__CLICKS__HANDLER="handlers.examples.audit:handler",
         SLUICEWAY_MAPPINGS__CLICKS__STARTING_POSITION="TRIM_HORIZON",
         SLUICEWAY_MAPPINGS__CLICKS__MAXIMUM_RETRY_ATTEMPTS="3",
+        SLUICEWAY_MAPPINGS__CLICKS__MAXIMUM_RECORD_AGE_IN_SECONDS="3600",
+        SLUICEWAY_MAPPINGS__CLICKS__BISECT_BATCH_ON_FUNCTION_ERROR="true",
+        SLUICEWAY_MAPPINGS__CLICKS__TUMBLING_WINDOW_IN_SECONDS="60",
+        SLUICEWAY_MAPPINGS__CLICKS__DESTINATION_CONFIG__ON_FAILURE__DESTINATION=queue_arn,
         SLUICEWAY_CHECKPOINTS__BACKEND="memory",
         SLUICEWAY_HTTP__ENABLED="false",
     )
-    result = subprocess.run([*SLUICEWAY, "run"], env=env, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 2
-    assert "SLUICEWAY_MAPPINGS__CLICKS__MAXIMUM_RETRY_ATTEMPTS" in result.stderr
+    with anyio.fail_after(60):
+        result = await anyio.run_process([*SLUICEWAY, "check"], env=env, check=False)
+    output = result.stdout.decode() + result.stderr.decode()
+    assert result.returncode == 0, output
+    assert "not supported" not in output
