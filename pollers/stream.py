@@ -28,6 +28,7 @@ from pollers.lanes import ShardProgress, lane_for
 from pollers.retry import call_with_retry, error_code
 from pollers.shards import TRIM_HORIZON, Shard, StartPosition
 from pollers.windows import Window, WindowTracker, runs_by_window, state_too_large
+from router import telemetry
 from router.batching import BatchBuilder
 from router.bisect import bisect, failure_index
 from router.destinations import Destination
@@ -38,7 +39,7 @@ from router.failure_record import (
     stream_failure_record,
 )
 from router.outcomes import BatchFailed, FunctionError, Outcome, PartialFailure, Returned
-from router.processor import BatchProcessor, Settlement
+from router.processor import BatchProcessor
 from router.records import SourceRecord
 from router.retry_policy import FailurePolicy, backoff_seconds, decide
 from router.stats import MappingStats
@@ -109,17 +110,8 @@ class _Range:
     retries: int = 0
     invocations: int = 0
     last: Outcome | None = None
-
-
-def split_settlement(
-    records: list[SourceRecord], settlement: Settlement
-) -> tuple[list[SourceRecord], list[SourceRecord]]:
-    """(finished, to retry): streams retry from the first failed record on, in shard order."""
-    if not settlement.failed:
-        return records, []
-    failed = {id(r) for r in settlement.failed}
-    cut = next(i for i, r in enumerate(records) if id(r) in failed)
-    return records[:cut], records[cut:]
+    origin: str | None = None
+    """Why this range exists apart from its batch ("partial", "bisect"): traced as a retry."""
 
 
 class ShardReader:
@@ -372,11 +364,11 @@ class ShardReader:
                 work.popleft()
                 failures = 0
             elif decision.action == "split":
-                work[0] = _Range(rest)
+                work[0] = _Range(rest, origin="partial")
             elif decision.action == "bisect":
                 left, right = bisect(rest)
                 work.popleft()
-                work.extendleft([_Range(right), _Range(left)])
+                work.extendleft([_Range(right, origin="bisect"), _Range(left, origin="bisect")])
             else:
                 current.records, current.retries = rest, decision.retries
                 failures += 1
@@ -389,9 +381,16 @@ class ShardReader:
         if window is not None:
             opened = window.window_for(current.records[0])
             extra = opened.event_fields(self.shard.shard_id, self.api.stream_arn)
-        outcome, result = await self._processor.invoke_result(
-            current.records, extra, require_state=window is not None
-        )
+        retrying = current.invocations > 0 or current.origin is not None
+        reason = current.origin if current.invocations == 0 else type(current.last).__name__
+        with (
+            telemetry.retry_span(current.invocations, len(current.records), reason)
+            if retrying
+            else contextlib.nullcontext()
+        ):
+            outcome, result = await self._processor.invoke_result(
+                current.records, extra, require_state=window is not None
+            )
         current.invocations += 1
         current.last = outcome
         if (

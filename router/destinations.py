@@ -17,6 +17,7 @@ import orjson
 from config.sources import DestinationRef
 from pollers.aws import AwsClients
 from pollers.retry import call_with_retry, error_code
+from router import telemetry
 from router.failure_record import s3_key, with_payload
 
 log = logging.getLogger(__name__)
@@ -53,16 +54,18 @@ class Destination:
         self, record: dict[str, Any], events: list[dict[str, Any]], shard_id: str, now: float
     ) -> None:
         """Send until accepted; `events` are the records given up on (S3 writes them as payload)."""
-        await call_with_retry(
-            self._send_once,
-            record,
-            events,
-            shard_id,
-            now,
-            retry_all=True,
-            max_wait=MAX_BACKOFF_SECONDS,
-            on_error=self._failed,
-        )
+        condition = record.get("requestContext", {}).get("condition")
+        with telemetry.destination_span(self.ref.arn, len(events), condition):
+            await call_with_retry(
+                self._send_once,
+                record,
+                events,
+                shard_id,
+                now,
+                retry_all=True,
+                max_wait=MAX_BACKOFF_SECONDS,
+                on_error=self._failed,
+            )
 
     def _failed(self, exc: BaseException) -> None:
         log.warning("on-failure destination %s refused delivery: %s", self.ref.arn, error_code(exc))

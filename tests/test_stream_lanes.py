@@ -9,9 +9,6 @@ from pollers.kinesis_agg import MAGIC, deaggregate
 from pollers.kinesis_records import to_source_records
 from pollers.lanes import ShardProgress, lane_for
 from pollers.shards import TRIM_HORIZON, Lineage, Shard, StartPosition
-from pollers.stream import split_settlement
-from router.processor import Settlement
-from router.records import SourceRecord
 
 
 def test_lane_is_stable_and_in_range() -> None:
@@ -72,18 +69,6 @@ def test_latest_passes_over_shards_closed_before_the_mapping_started() -> None:
 def test_missing_parent_counts_as_finished() -> None:
     lineage = Lineage(TRIM_HORIZON)
     assert [s.shard_id for s, _ in lineage.plan([Shard("c", ("gone",))], {})] == ["c"]
-
-
-def _record(seq: str) -> SourceRecord:
-    return SourceRecord(event={}, item_id=seq, size=1)
-
-
-def test_partial_failure_retries_from_the_first_failed_record() -> None:
-    records = [_record(str(i)) for i in range(5)]
-    settlement = Settlement(succeeded=records[:2] + records[3:], failed=[records[2]])
-    finished, retry = split_settlement(records, settlement)
-    assert finished == records[:2] and retry == records[2:]
-    assert split_settlement(records, Settlement(succeeded=records)) == (records, [])
 
 
 # ---------------------------------------------------------------- KPL aggregation

@@ -329,3 +329,39 @@ async def test_metrics_endpoint_parses_and_the_dashboard_only_queries_real_metri
             assert names, f"panel {panel['title']!r} queries no Sluiceway metric"
             missing = names - exported
             assert not missing, f"panel {panel['title']!r} queries {missing}, not exported"
+
+
+async def test_bisected_retries_and_the_destination_send_are_traced(
+    spans: InMemorySpanExporter,
+) -> None:
+    from tests.support import failures
+    from tests.support.sqs import count_messages
+
+    failures.reset()
+    async with aws_client("kinesis") as kinesis, sqs_client() as sqs:
+        dest_url, _ = await make_queue(sqs, "otel-failed")
+        dest_arn = (await sqs.get_queue_attributes(QueueUrl=dest_url, AttributeNames=["QueueArn"]))[
+            "Attributes"
+        ]["QueueArn"]
+        arn = await make_stream(kinesis, "otel-bisect")
+        await put(kinesis, arn, [("a", "poison" if i == 1 else f"r{i}") for i in range(4)])
+        mapping = {
+            "source": arn,
+            "handler": "tests.support.failures:raise_on_poison",
+            "starting_position": "TRIM_HORIZON",
+            "maximum_retry_attempts": 0,
+            "bisect_batch_on_function_error": True,
+            "destination_config": {"on_failure": {"destination": dest_arn}},
+        }
+        async with serve(settings_for({"k": mapping})):
+
+            async def delivered() -> bool:
+                return sum(await count_messages(sqs, dest_url)) == 1
+
+            await eventually(delivered, timeout=30)
+            await eventually(lambda: sum(failures.SIZES) >= 4 + 2 + 2 + 1 + 1)
+    retries = named(spans, "retry")
+    assert {(s.attributes or {}).get("sluiceway.retry_reason") for s in retries} == {"bisect"}
+    (publish,) = named(spans, ".* publish")
+    assert (publish.attributes or {})["sluiceway.condition"] == "RetryAttemptsExhausted"
+    assert (publish.attributes or {})["messaging.system"] == "aws_sqs"
