@@ -273,6 +273,13 @@ class ShardLeases(Protocol):
 
     def held(self) -> set[str]: ...
 
+    last_scan: list[Lease]
+    """Every lease of the scope as last read (empty for a single owner)."""
+
+    def expires_in(self, shard_id: str) -> float | None:
+        """Seconds until the lease counts as expired (None when free or not leased)."""
+        ...
+
     async def renew(self) -> set[str]:
         """Renew every held lease; returns the shards whose leases were lost."""
         ...
@@ -305,6 +312,11 @@ class SingleOwnerLeases:
 
     def held(self) -> set[str]:
         return set(self._held)
+
+    last_scan: list[Lease] = []
+
+    def expires_in(self, shard_id: str) -> float | None:
+        return None
 
     async def renew(self) -> set[str]:
         return set()
@@ -343,6 +355,14 @@ class TableLeases:
 
     def held(self) -> set[str]:
         return set(self._held)
+
+    def expires_in(self, shard_id: str) -> float | None:
+        """Seconds until the lease would count as expired, as this replica judges it (None: free)."""
+        lease = next((lease for lease in self.last_scan if lease.shard_id == shard_id), None)
+        if lease is None or lease.owner is None:
+            return None
+        quiet = self._tracker.quiet_for(shard_id, self._clock())
+        return round(max(0.0, self.lease_seconds - quiet), 1)
 
     def _lock(self, shard_id: str) -> anyio.Lock:
         return self._locks.setdefault(shard_id, anyio.Lock())

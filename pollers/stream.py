@@ -500,10 +500,14 @@ class ShardReader:
     async def _finish(self, records: list[SourceRecord]) -> None:
         if not records:
             return
-        self._stats.iterator_age_ms = max(0.0, (time.time() - records[-1].arrival) * 1000)
+        age = max(0.0, (time.time() - records[-1].arrival) * 1000)
+        self._stats.iterator_age_ms = age
+        view = self._stats.shard(self.shard.shard_id)
+        view["iterator_age_ms"] = round(age, 1)
         async with self._checkpoint_lock:
             moved = self._progress.finish([int(r.handle) for r in records])
             if moved is not None:
                 with anyio.CancelScope(shield=True):
                     await self._store.set(self._scope, self.shard.shard_id, moved)
+                view["checkpoint"] = moved
         self._room.set()

@@ -206,6 +206,7 @@ class StreamPoller:
             log.warning("mapping %s: lease sync failed: %s", self.mapping.name, error_code(exc))
             return
         self._stop_unheld(self._leases)
+        self._describe_shards(shards)
         if self._stopping.is_set():
             return
         held = self._leases.held()
@@ -227,6 +228,27 @@ class StreamPoller:
             self._stats.concurrency_target += self.mapping.parallelization_factor
             log.info("mapping %s: reading %s from %s", self.mapping.name, shard.shard_id, position)
             tg.start_soon(self._run_reader, reader)
+
+    def _describe_shards(self, shards: list[Shard]) -> None:
+        """Refresh /status's per-shard view from the latest listing and lease scan."""
+        assert self._leases is not None
+        held = self._leases.held()
+        scan = {lease.shard_id: lease for lease in self._leases.last_scan}
+        for shard in shards:
+            view = self._stats.shard(shard.shard_id)
+            view["parents"] = list(shard.parents)
+            here = shard.shard_id in held
+            view["read_here"] = here
+            view.setdefault("checkpoint", self._checkpoints.get(shard.shard_id))
+            lease = scan.get(shard.shard_id)
+            # A lease taken in this very sync is newer than the scan: trust what is held.
+            view["owner"] = self._leases.owner if here else (lease.owner if lease else None)
+            if lease is None:
+                continue
+            view["lease_counter"] = lease.counter
+            if lease.checkpoint is not None:
+                view["checkpoint"] = lease.checkpoint
+            view["lease_expires_in_seconds"] = self._leases.expires_in(shard.shard_id)
 
     async def _run_reader(self, reader: ShardReader) -> None:
         try:

@@ -55,6 +55,16 @@ def _check(_: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
+def _status(args: argparse.Namespace) -> int:
+    from router.status import gather_status, render
+
+    settings = _load_or_exit()
+    url = args.url or (f"http://127.0.0.1:{settings.http.port}" if settings.http.enabled else None)
+    report = anyio.run(gather_status, settings, url)
+    print(render(report))
+    return 0 if report.found_anything else 1
+
+
 def _demo(args: argparse.Namespace) -> int:
     from router.demo import run_demo
 
@@ -72,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="run every configured mapping").set_defaults(func=_run)
     sub.add_parser("check", help="validate config and reach every source").set_defaults(func=_check)
+    status = sub.add_parser(
+        "status", help="mappings, shards, owners, checkpoints and leases of a running deployment"
+    )
+    status.add_argument("--url", help="a replica's HTTP address (default: this host's port)")
+    status.set_defaults(func=_status)
     demo = sub.add_parser("demo", help="everything on an embedded AWS emulator, with a tally")
     demo.add_argument("--keep-running", action="store_true", help="keep serving after the tally")
     demo.add_argument("--messages", type=int, default=60, help="messages to send per queue")

@@ -31,10 +31,17 @@ class MappingStats:
     concurrency_target: int = 0
     iterator_age_ms: float | None = None
     init_duration_seconds: float | None = None
+    shards: dict[str, dict[str, object]] = field(default_factory=dict)
+    """Stream mappings: per shard, its owner, whether this replica reads it, checkpoint,
+    iterator age and lease expiry — the view an operator needs when a shard is stuck."""
     started_at: float = field(default_factory=time.time)
 
     def snapshot(self) -> dict[str, object]:
         return asdict(self)
+
+    def shard(self, shard_id: str) -> dict[str, object]:
+        """The shard's entry in `shards`, created on first use."""
+        return self.shards.setdefault(shard_id, {})
 
 
 @dataclass
