@@ -8,6 +8,7 @@ import anyio
 
 from config.mapping import MappingConfig
 from config.settings import Settings
+from config.sources import DestinationRef
 from handlers.loader import HandlerLoadError, load_handler
 from pollers.aws import AwsClients
 from pollers.retry import error_code
@@ -101,10 +102,49 @@ async def _check_handler(mapping: MappingConfig, clients: AwsClients) -> CheckRe
     )
 
 
+async def _reach_destination(ref: DestinationRef, clients: AwsClients) -> str:
+    """Look the destination up without sending anything to it."""
+    if ref.kind == "sqs":
+        sqs = await clients.client("sqs")
+        account = ref.arn.split(":")[4]
+        url = (await sqs.get_queue_url(QueueName=ref.name, QueueOwnerAWSAccountId=account))[
+            "QueueUrl"
+        ]
+        return f"queue {url}"
+    if ref.kind == "sns":
+        sns = await clients.client("sns")
+        await sns.get_topic_attributes(TopicArn=ref.arn)
+        return "topic found"
+    if ref.kind == "s3":
+        s3 = await clients.client("s3")
+        await s3.head_bucket(Bucket=ref.name)
+        return "bucket found"
+    events = await clients.client("events")
+    await events.describe_event_bus(Name=ref.arn)
+    return "event bus found"
+
+
+async def _check_destination(mapping: MappingConfig, clients: AwsClients) -> CheckResult | None:
+    ref = mapping.on_failure_destination
+    if ref is None:
+        return None
+    what = f"on-failure destination {ref.arn}"
+    try:
+        with anyio.fail_after(CHECK_TIMEOUT_SECONDS):
+            return CheckResult(mapping.name, what, True, await _reach_destination(ref, clients))
+    except TimeoutError:
+        return CheckResult(mapping.name, what, False, "no answer within 15s")
+    except Exception as exc:
+        return CheckResult(mapping.name, what, False, f"{error_code(exc)}: {exc}")
+
+
 async def run_checks(settings: Settings) -> list[CheckResult]:
     results: list[CheckResult] = []
     async with AwsClients(settings.aws_region) as clients:
         for mapping in settings.mappings.values():
             results.append(await _check_handler(mapping, clients))
             results.append(await _check_source(mapping, clients))
+            destination = await _check_destination(mapping, clients)
+            if destination is not None:
+                results.append(destination)
     return results

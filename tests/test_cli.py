@@ -181,3 +181,13 @@ async def test_stream_failure_settings_are_accepted_and_checked(moto_url: str) -
     output = result.stdout.decode() + result.stderr.decode()
     assert result.returncode == 0, output
     assert "not supported" not in output
+    assert f"ok   clicks: on-failure destination {queue_arn}" in output
+    # A destination that does not exist fails the check before any record needs it.
+    env["SLUICEWAY_MAPPINGS__CLICKS__DESTINATION_CONFIG__ON_FAILURE__DESTINATION"] = (
+        "arn:aws:sns:us-east-1:123456789012:no-such-topic"
+    )
+    with anyio.fail_after(60):
+        result = await anyio.run_process([*SLUICEWAY, "check"], env=env, check=False)
+    output = result.stdout.decode()
+    assert result.returncode == 1
+    assert "FAIL clicks: on-failure destination arn:aws:sns:us-east-1:123456789012:no-such-topic" in output

@@ -87,8 +87,10 @@ async def test_poison_batch_goes_to_the_sqs_destination_and_the_shard_moves_on()
         arn = await make_stream(kinesis, "poison")
         sequences = await put(kinesis, arn, [("a", "r0"), ("a", "poison"), ("a", "r2")])
         store = MemoryCheckpoints()
-        fields = {"maximum_retry_attempts": 1,
-                  "destination_config": {"on_failure": {"destination": dest_arn}}}
+        fields = {
+            "maximum_retry_attempts": 1,
+            "destination_config": {"on_failure": {"destination": dest_arn}},
+        }
         settings = settings_for({"k": mapping(arn, "raise_on_poison", **fields)})
         async with running(settings, checkpoints=store) as service:
             (message,) = await received(sqs, dest_url, 1)
@@ -110,7 +112,9 @@ async def test_poison_batch_goes_to_the_sqs_destination_and_the_shard_moves_on()
     assert info["shardId"] == "shardId-000000000000" and info["streamArn"] == arn
     assert (info["startSequenceNumber"], info["endSequenceNumber"]) == (sequences[0], sequences[2])
     assert info["batchSize"] == 3
-    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", info["approximateArrivalOfFirstRecord"])
+    assert re.fullmatch(
+        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", info["approximateArrivalOfFirstRecord"]
+    )
     assert failures.SIZES == [3, 3, 1]
 
 
@@ -124,8 +128,11 @@ async def test_bisect_isolates_the_poison_record() -> None:
         arn = await make_stream(kinesis, "bisect")
         items = [("a", "poison" if i == 5 else f"r{i}") for i in range(8)]
         sequences = await put(kinesis, arn, items)
-        fields = {"maximum_retry_attempts": 0, "bisect_batch_on_function_error": True,
-                  "destination_config": {"on_failure": {"destination": dest_arn}}}
+        fields = {
+            "maximum_retry_attempts": 0,
+            "bisect_batch_on_function_error": True,
+            "destination_config": {"on_failure": {"destination": dest_arn}},
+        }
         async with running(settings_for({"k": mapping(arn, "raise_on_poison", **fields)})):
             (message,) = await received(sqs, dest_url, 1)
             await eventually(lambda: sum(failures.SIZES) >= 22)
@@ -139,10 +146,15 @@ async def test_partial_batch_checkpoints_at_the_failed_record_and_retries_from_i
     async with aws_client("kinesis") as kinesis, sqs_client() as sqs:
         dest_url, dest_arn = await queue_with_arn(sqs, "partial-failed")
         arn = await make_stream(kinesis, "partial")
-        sequences = await put(kinesis, arn, [("a", "poison" if i == 2 else f"r{i}") for i in range(5)])
+        sequences = await put(
+            kinesis, arn, [("a", "poison" if i == 2 else f"r{i}") for i in range(5)]
+        )
         store = MemoryCheckpoints()
-        fields = {"maximum_retry_attempts": 1, "function_response_types": ["ReportBatchItemFailures"],
-                  "destination_config": {"on_failure": {"destination": dest_arn}}}
+        fields = {
+            "maximum_retry_attempts": 1,
+            "function_response_types": ["ReportBatchItemFailures"],
+            "destination_config": {"on_failure": {"destination": dest_arn}},
+        }
         settings = settings_for({"k": mapping(arn, "report_poison", **fields)})
         async with running(settings, checkpoints=store):
             (message,) = await received(sqs, dest_url, 1)
@@ -161,9 +173,12 @@ async def test_partial_batch_with_bisect_splits_at_the_sequence_number() -> None
         dest_url, dest_arn = await queue_with_arn(sqs, "pb-failed")
         arn = await make_stream(kinesis, "partial-bisect")
         await put(kinesis, arn, [("a", "poison" if i == 2 else f"r{i}") for i in range(5)])
-        fields = {"maximum_retry_attempts": 0, "bisect_batch_on_function_error": True,
-                  "function_response_types": ["ReportBatchItemFailures"],
-                  "destination_config": {"on_failure": {"destination": dest_arn}}}
+        fields = {
+            "maximum_retry_attempts": 0,
+            "bisect_batch_on_function_error": True,
+            "function_response_types": ["ReportBatchItemFailures"],
+            "destination_config": {"on_failure": {"destination": dest_arn}},
+        }
         async with running(settings_for({"k": mapping(arn, "report_poison", **fields)})):
             (message,) = await received(sqs, dest_url, 1)
             await eventually(lambda: failures.payloads()[-2:] == ["r3", "r4"])
@@ -179,8 +194,10 @@ async def test_sns_destination_gets_the_record_in_its_envelope() -> None:
         await sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=inbox_arn)
         arn = await make_stream(kinesis, "sns")
         await put(kinesis, arn, [("a", "poison")])
-        fields = {"maximum_retry_attempts": 0,
-                  "destination_config": {"on_failure": {"destination": topic}}}
+        fields = {
+            "maximum_retry_attempts": 0,
+            "destination_config": {"on_failure": {"destination": topic}},
+        }
         async with running(settings_for({"k": mapping(arn, "raise_on_poison", **fields)})) as svc:
             (message,) = await received(sqs, inbox_url, 1)
             assert svc.registry.mappings["k"].destination_delivered == 1
@@ -197,9 +214,12 @@ async def test_s3_destination_writes_aws_key_layout_with_payload() -> None:
         await s3.create_bucket(Bucket=bucket)
         arn = await make_stream(kinesis, "s3")
         await put(kinesis, arn, [("a", "poison")])
-        fields = {"maximum_retry_attempts": 0,
-                  "destination_config": {"on_failure": {"destination": f"arn:aws:s3:::{bucket}"}}}
+        fields = {
+            "maximum_retry_attempts": 0,
+            "destination_config": {"on_failure": {"destination": f"arn:aws:s3:::{bucket}"}},
+        }
         async with running(settings_for({"k": mapping(arn, "raise_on_poison", **fields)})):
+
             async def written() -> bool:
                 return bool((await s3.list_objects_v2(Bucket=bucket)).get("Contents"))
 
@@ -229,8 +249,10 @@ async def test_eventbridge_destination_puts_the_record_as_detail() -> None:
         await ev.put_targets(Rule="all", EventBusName=bus, Targets=[{"Id": "q", "Arn": inbox_arn}])
         arn = await make_stream(kinesis, "bus")
         await put(kinesis, arn, [("a", "poison")])
-        fields = {"maximum_retry_attempts": 0,
-                  "destination_config": {"on_failure": {"destination": bus_arn}}}
+        fields = {
+            "maximum_retry_attempts": 0,
+            "destination_config": {"on_failure": {"destination": bus_arn}},
+        }
         async with running(settings_for({"k": mapping(arn, "raise_on_poison", **fields)})):
             (message,) = await received(sqs, inbox_url, 1)
     event = json.loads(message["Body"])
@@ -247,8 +269,11 @@ async def test_unreachable_destination_holds_the_shard_until_it_appears() -> Non
         arn = await make_stream(kinesis, "late")
         sequences = await put(kinesis, arn, [("a", "poison"), ("b", "r1")])
         store = MemoryCheckpoints()
-        fields = {"maximum_retry_attempts": 0, "batch_size": 1,
-                  "destination_config": {"on_failure": {"destination": dest_arn}}}
+        fields = {
+            "maximum_retry_attempts": 0,
+            "batch_size": 1,
+            "destination_config": {"on_failure": {"destination": dest_arn}},
+        }
         settings = settings_for({"k": mapping(arn, "raise_on_poison", **fields)})
         async with running(settings, checkpoints=store) as service:
             stats = service.registry.mappings["k"]
@@ -295,8 +320,11 @@ class OldStream:
     async def get_records(self, shard_id: str, iterator: str) -> RecordsPage:
         records = []
         for i, arrival in enumerate(self.arrivals):
-            event = {"kinesis": {"sequenceNumber": str(100 + i), "data": "e30="},
-                     "eventSource": "aws:kinesis", "eventSourceARN": self.stream_arn}
+            event = {
+                "kinesis": {"sequenceNumber": str(100 + i), "data": "e30="},
+                "eventSource": "aws:kinesis",
+                "eventSourceARN": self.stream_arn,
+            }
             records.append((SourceRecord(event, str(100 + i), 10, "k", arrival), True))
         return RecordsPage(records, None)
 
@@ -321,14 +349,24 @@ async def test_records_past_their_age_go_to_the_destination_before_any_attempt()
         url, dest_arn = await queue_with_arn(sqs, "aged")
         from config.sources import parse_destination
 
-        destination = Destination(parse_destination(dest_arn), clients,
-                                  mapping_uuid=mapping_uuid("k"), region="us-east-1")
+        destination = Destination(
+            parse_destination(dest_arn), clients, mapping_uuid=mapping_uuid("k"), region="us-east-1"
+        )
         reader = ShardReader(
-            api=api, shard=Shard("shardId-000000000000", (), True), start=TRIM_HORIZON,
-            scope="k", store=store, processor=BatchProcessor(invoker=invoker, stats=stats),
-            stats=stats, batch_size=10, window=0,
-            policy=RetryPolicy(failure=FailurePolicy(maximum_record_age_seconds=60),
-                               destination=destination, function_arn="arn:f"),
+            api=api,
+            shard=Shard("shardId-000000000000", (), True),
+            start=TRIM_HORIZON,
+            scope="k",
+            store=store,
+            processor=BatchProcessor(invoker=invoker, stats=stats),
+            stats=stats,
+            batch_size=10,
+            window=0,
+            policy=RetryPolicy(
+                failure=FailurePolicy(maximum_record_age_seconds=60),
+                destination=destination,
+                function_arn="arn:f",
+            ),
         )
         with anyio.fail_after(20):
             await reader.run()
@@ -345,8 +383,13 @@ async def test_records_past_their_age_go_to_the_destination_before_any_attempt()
 async def test_filters_skip_records_and_still_checkpoint_them() -> None:
     async with aws_client("kinesis") as kinesis:
         arn = await make_stream(kinesis, "filter")
-        items = [("a", '{"type": "order", "n": 1}'), ("a", '{"type": "ping"}'),
-                 ("a", "not json"), ("a", '{"type": "order", "n": 2}'), ("a", '{"type": "ping"}')]
+        items = [
+            ("a", '{"type": "order", "n": 1}'),
+            ("a", '{"type": "ping"}'),
+            ("a", "not json"),
+            ("a", '{"type": "order", "n": 2}'),
+            ("a", '{"type": "ping"}'),
+        ]
         sequences = await put(kinesis, arn, items)
         store = MemoryCheckpoints()
         pattern = json.dumps({"data": {"type": ["order"]}})
@@ -367,7 +410,9 @@ async def test_dynamodb_filters_match_the_dynamodb_object() -> None:
             await dynamodb.put_item(TableName=table, Item={"id": {"S": f"{kind}-{i}"}})
         pattern = json.dumps({"dynamodb": {"Keys": {"id": {"S": [{"prefix": "keep"}]}}}})
         fields = {"filter_criteria": {"Filters": [{"Pattern": pattern}]}}
-        async with running(settings_for({"d": mapping(table_arn, "raise_on_poison", **fields)})) as s:
+        async with running(
+            settings_for({"d": mapping(table_arn, "raise_on_poison", **fields)})
+        ) as s:
             await eventually(lambda: s.registry.mappings["d"].filtered_out == 1)
             await eventually(lambda: len(failures.payloads()) == 2)
     assert all("keep" in p for p in failures.payloads())
@@ -390,8 +435,15 @@ async def test_tumbling_window_carries_state_and_ends_with_a_final_invoke() -> N
             await eventually(lambda: bool(final()), timeout=10)
             windows = [e for e in failures.EVENTS if e["Records"]]
     first = windows[0]
-    assert list(first) == ["Records", "window", "state", "shardId", "eventSourceARN",
-                           "isFinalInvokeForWindow", "isWindowTerminatedEarly"]
+    assert list(first) == [
+        "Records",
+        "window",
+        "state",
+        "shardId",
+        "eventSourceARN",
+        "isFinalInvokeForWindow",
+        "isWindowTerminatedEarly",
+    ]
     assert first["state"] == {} and first["shardId"] == "shardId-000000000000"
     assert first["eventSourceARN"] == arn and not first["isWindowTerminatedEarly"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", first["window"]["start"])
@@ -412,10 +464,13 @@ async def test_sqs_mapping_sends_exhausted_messages_to_its_destination() -> None
         url, _ = await make_queue(sqs, "src", visibility=1)
         dest_url, dest_arn = await queue_with_arn(sqs, "src-failed")
         await send(sqs, url, ["ok", "fail-me"])
-        fields = {"source": url, "handler": "tests.support.recording:fail_bodies",
-                  "function_response_types": ["ReportBatchItemFailures"],
-                  "maximum_retry_attempts": 1,
-                  "destination_config": {"on_failure": {"destination": dest_arn}}}
+        fields = {
+            "source": url,
+            "handler": "tests.support.recording:fail_bodies",
+            "function_response_types": ["ReportBatchItemFailures"],
+            "maximum_retry_attempts": 1,
+            "destination_config": {"on_failure": {"destination": dest_arn}},
+        }
         async with running(settings_for({"q": fields})) as service:
             (message,) = await received(sqs, dest_url, 1, within=30)
             stats = service.registry.mappings["q"]
@@ -430,8 +485,56 @@ async def test_sqs_mapping_sends_exhausted_messages_to_its_destination() -> None
         in_flight = int(attrs["Attributes"]["ApproximateNumberOfMessagesNotVisible"])
     assert (visible, in_flight) == (0, 0)
     record = json.loads(message["Body"])
-    assert list(record) == ["requestContext", "responseContext", "version", "timestamp",
-                            "SQSBatchInfo", "payload"]
+    assert list(record) == [
+        "requestContext",
+        "responseContext",
+        "version",
+        "timestamp",
+        "SQSBatchInfo",
+        "payload",
+    ]
     assert record["SQSBatchInfo"]["approximateReceiveCount"] == 2
     assert record["responseContext"]["functionError"] is None
     assert json.loads(record["payload"])["Records"][0]["body"] == "fail-me"
+
+
+async def test_window_state_over_one_megabyte_ends_the_window_early() -> None:
+    async with aws_client("kinesis") as kinesis:
+        arn = await make_stream(kinesis, "window-big")
+        fields = {"tumbling_window_in_seconds": 600, "batch_size": 1}
+        async with running(settings_for({"k": mapping(arn, "grow_state", **fields)})):
+            await anyio.sleep(0.3)
+            await put(kinesis, arn, [("a", "small"), ("a", "big"), ("a", "after")])
+            await eventually(lambda: any(e["isWindowTerminatedEarly"] for e in failures.EVENTS))
+            await eventually(lambda: "after" in failures.payloads())
+    early = [e for e in failures.EVENTS if e["isWindowTerminatedEarly"]]
+    assert early[0]["isFinalInvokeForWindow"] and early[0]["Records"] == []
+    # The record after the early end starts again from empty state.
+    after = next(
+        e for e in failures.EVENTS if e["Records"] and "after" in failures._data(e["Records"][0])
+    )
+    assert after["state"] == {}
+
+
+@pytest.mark.usefixtures("kinesalite")
+async def test_a_window_closes_at_shard_end_and_the_children_start_fresh() -> None:
+    async with aws_client("kinesis") as kinesis:
+        arn = await make_stream(kinesis, "window-split")
+        stream = arn.rsplit("/", 1)[1]
+        fields = {"tumbling_window_in_seconds": 600}
+        async with running(settings_for({"k": mapping(arn, "count_in_window", **fields)})):
+            await put(kinesis, arn, [("a", "p0"), ("b", "p1")])
+            await eventually(lambda: sum(failures.SIZES) >= 2)
+            parent = (await kinesis.list_shards(StreamName=stream))["Shards"][0]["ShardId"]
+            await kinesis.split_shard(
+                StreamName=stream, ShardToSplit=parent, NewStartingHashKey=str(2**127)
+            )
+            await anyio.sleep(0.5)
+            await put(kinesis, arn, [("a", "c0"), ("b", "c1")])
+            await eventually(lambda: sum(failures.SIZES) >= 4, timeout=30)
+    finals = [e for e in failures.EVENTS if e["isFinalInvokeForWindow"]]
+    assert finals and finals[0]["shardId"] == parent
+    assert finals[0]["state"]["count"] == 2
+    child_events = [e for e in failures.EVENTS if e["Records"] and e["shardId"] != parent]
+    assert child_events and all(e["state"].get("count", 0) < 2 for e in child_events)
+    assert failures.EVENTS.index(finals[0]) < failures.EVENTS.index(child_events[0])

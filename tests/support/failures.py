@@ -50,7 +50,9 @@ def raise_on_poison(event: dict[str, Any], context: Any) -> None:
 
 def report_poison(event: dict[str, Any], context: Any) -> dict[str, Any]:
     records = _note(event)
-    return {"batchItemFailures": [{"itemIdentifier": _seq(r)} for r in records if "poison" in _data(r)]}
+    return {
+        "batchItemFailures": [{"itemIdentifier": _seq(r)} for r in records if "poison" in _data(r)]
+    }
 
 
 def count_in_window(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -58,4 +60,14 @@ def count_in_window(event: dict[str, Any], context: Any) -> dict[str, Any]:
     _note(event)
     state = dict(event.get("state") or {})
     state["count"] = state.get("count", 0) + len(event["Records"])
+    return {"state": state}
+
+
+def grow_state(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Keeps every record's data in `state`; data 'big' adds more than Lambda's 1 MB of state."""
+    records = _note(event)
+    state = dict(event.get("state") or {})
+    for record in records:
+        data = _data(record)
+        state[_seq(record)] = "x" * 1_100_000 if data == "big" else data
     return {"state": state}
