@@ -16,11 +16,10 @@ import anyio
 from config.mapping import MappingConfig
 from handlers.context import function_arn
 from pollers.aws import AwsClients
-from router.destinations import Destination, build_destination
+from router.destinations import Destination, mapping_destination
 from router.failure_record import (
     RETRY_ATTEMPTS_EXHAUSTED,
     FailureContext,
-    mapping_uuid,
     sqs_failure_record,
 )
 from router.outcomes import BatchFailed, FunctionError, Outcome
@@ -95,17 +94,7 @@ def sqs_failure_destination(
     mapping: MappingConfig, clients: AwsClients, stats: MappingStats
 ) -> SqsFailureDestination | None:
     source = mapping.source_ref
-
-    def delivery_failed(_: BaseException) -> None:
-        stats.destination_delivery_failures += 1
-
-    destination = build_destination(
-        mapping.on_failure_destination,
-        clients,
-        mapping_uuid=mapping_uuid(mapping.name),
-        region=source.region,
-        on_error=delivery_failed,
-    )
+    destination = mapping_destination(mapping, clients, stats)
     if destination is None or mapping.maximum_retry_attempts < 0:
         return None
     return SqsFailureDestination(

@@ -19,8 +19,7 @@ from pollers.leases import ShardLeases, SingleOwnerLeases
 from pollers.retry import call_with_retry, error_code
 from pollers.shards import Lineage, Shard, StartPosition
 from pollers.stream import RetryPolicy, ShardReader, StreamApi
-from router.destinations import build_destination
-from router.failure_record import mapping_uuid
+from router.destinations import mapping_destination
 from router.logs import bind as bind_log_context
 from router.processor import BatchProcessor
 from router.retry_policy import FailurePolicy
@@ -38,22 +37,13 @@ def retry_policy(
     """The mapping's failure settings as the shard readers apply them."""
     source = mapping.source_ref
 
-    def delivery_failed(_: BaseException) -> None:
-        stats.destination_delivery_failures += 1
-
     return RetryPolicy(
         failure=FailurePolicy(
             maximum_retry_attempts=mapping.maximum_retry_attempts,
             maximum_record_age_seconds=mapping.maximum_record_age_in_seconds,
             bisect=mapping.bisect_batch_on_function_error,
         ),
-        destination=build_destination(
-            mapping.on_failure_destination,
-            clients,
-            mapping_uuid=mapping_uuid(mapping.name),
-            region=source.region,
-            on_error=delivery_failed,
-        ),
+        destination=mapping_destination(mapping, clients, stats),
         function_arn=function_arn(source.region, source.account, mapping.effective_function_name),
         tumbling_window_seconds=mapping.tumbling_window_in_seconds or 0,
     )

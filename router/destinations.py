@@ -14,11 +14,13 @@ from typing import Any
 
 import orjson
 
+from config.mapping import MappingConfig
 from config.sources import DestinationRef
 from pollers.aws import AwsClients
 from pollers.retry import call_with_retry, error_code
 from router import telemetry
-from router.failure_record import s3_key, with_payload
+from router.failure_record import mapping_uuid, s3_key, with_payload
+from router.stats import MappingStats
 
 log = logging.getLogger(__name__)
 
@@ -139,3 +141,20 @@ def build_destination(
     if ref is None or clients is None:
         return None
     return Destination(ref, clients, mapping_uuid=mapping_uuid, region=region, on_error=on_error)
+
+
+def mapping_destination(
+    mapping: MappingConfig, clients: AwsClients | None, stats: MappingStats
+) -> Destination | None:
+    """The mapping's on-failure destination, counting refused deliveries in its stats."""
+
+    def delivery_failed(_: BaseException) -> None:
+        stats.destination_delivery_failures += 1
+
+    return build_destination(
+        mapping.on_failure_destination,
+        clients,
+        mapping_uuid=mapping_uuid(mapping.name),
+        region=mapping.source_ref.region,
+        on_error=delivery_failed,
+    )
