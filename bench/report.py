@@ -121,6 +121,17 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                 "near idle",
             )
         )
+        if "idle_cpu_share_alternative" in scale:
+            wait = scale["idle_poll_alternative_seconds"]
+            out.append(
+                (
+                    f"{label}: idle CPU with idle_poll_max_seconds={wait:g}, % of a core",
+                    _f(scale["idle_cpu_share_alternative"] * 100, 1),
+                    "",
+                    "",
+                    "near idle",
+                )
+            )
         out.append(
             (
                 f"{label}: s until every shard has a reader",

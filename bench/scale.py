@@ -38,6 +38,9 @@ async def child(args: argparse.Namespace) -> str:
     from tests.support.sqs import running, settings_for
 
     mappings = {f"s{i}": mapping("kinesis", arn, 100, 0) for i, arn in enumerate(args.stream)}
+    if args.idle_poll_max != 1.0:
+        for fields in mappings.values():
+            fields["idle_poll_max_seconds"] = args.idle_poll_max
     mappings.update({f"q{i}": mapping("sqs", url, 10, 0) for i, url in enumerate(args.queue)})
     settings = settings_for(mappings)
     started = time.monotonic()
@@ -63,6 +66,10 @@ async def child(args: argparse.Namespace) -> str:
     return json.dumps(report)
 
 
+IDLE_POLL_ALTERNATIVE = 5.0
+"""A second idle measurement with `idle_poll_max_seconds` at this value (the default is 1 s)."""
+
+
 def run(shards: int = 512, queues: int = 64, idle_seconds: float = 30.0) -> dict[str, Any]:
     streams = max(1, shards // SHARDS_PER_STREAM)
     per_stream = shards // streams
@@ -86,12 +93,21 @@ def run(shards: int = 512, queues: int = 64, idle_seconds: float = 30.0) -> dict
         result = run_child(
             python_child("bench.scale", "--child", *args), env, timeout=idle_seconds + 240
         )
+        slower = run_child(
+            python_child(
+                "bench.scale", "--child", *args, "--idle-poll-max", str(IDLE_POLL_ALTERNATIVE)
+            ),
+            env,
+            timeout=idle_seconds + 240,
+        )
     out = {
         "shards": per_stream * streams,
         "streams": streams,
         "queues": queues,
         "seconds_to_acquire": result.seconds,
         "idle_cpu_share": result.cpu,
+        "idle_poll_alternative_seconds": IDLE_POLL_ALTERNATIVE,
+        "idle_cpu_share_alternative": slower.cpu,
         "rss_mb": result.max_rss_mb,
         "idle_seconds": idle_seconds,
     }
@@ -107,6 +123,7 @@ def main() -> None:
     parser.add_argument("--shards", type=int, required=True)
     parser.add_argument("--idle-seconds", type=float, default=30.0)
     parser.add_argument("--settle", type=float, default=5.0)
+    parser.add_argument("--idle-poll-max", type=float, default=1.0)
     parser.add_argument("--timeout", type=float, default=180.0)
     print(anyio.run(child, parser.parse_args()), flush=True)
 

@@ -45,6 +45,14 @@ class ShardProgress:
         self.last_read = sequence
         return self._base + len(self._entries) - 1
 
+    def add_many(self, records: list[tuple[str, bool]]) -> int:
+        """Track a page of (sequence, checkpointable) just read; returns the first's position."""
+        first = self._base + len(self._entries)
+        if records:
+            self._entries.extend([_Entry(sequence, ok) for sequence, ok in records])
+            self.last_read = records[-1][0]
+        return first
+
     def finish(self, positions: list[int]) -> str | None:
         """Mark records finished; returns the new checkpoint if it moved."""
         for position in positions:

@@ -63,7 +63,14 @@ async def call_with_retry(
 
     `retry_all` also retries answers that look permanent (a missing queue may be created, a policy
     fixed): pollers use it so a mapping heals by itself once the cause is gone.
+
+    The first attempt runs bare: the retrying machinery costs more than a fast AWS call, so it is
+    built only after a failure, with that failure replayed as its first attempt.
     """
+    try:
+        return await operation(*args, **kwargs)
+    except Exception as exc:
+        replay: list[Exception] = [exc]
 
     def before_sleep(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -89,6 +96,8 @@ async def call_with_retry(
     )
 
     async def attempt() -> T:
+        if replay:
+            raise replay.pop()
         return await operation(*args, **kwargs)
 
     return await retrying(attempt)

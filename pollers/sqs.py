@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 SQS_BATCH_LIMIT = 10
 """Entries per ReceiveMessage / DeleteMessageBatch / ChangeMessageVisibilityBatch call."""
+SCALE_UP_INTERVAL = 0.2
+"""Lambda adds up to 300 concurrent batches a minute to a queue with a backlog: one per 0.2 s."""
 
 
 def chunks(items: list[Any], size: int = SQS_BATCH_LIMIT) -> Iterable[list[Any]]:
@@ -77,6 +79,7 @@ class SqsPoller:
         self._resolve_scope = anyio.CancelScope()
         self._held: dict[str, float] = {}  # receipt handle -> monotonic time it becomes visible
         self._active_slots = 0
+        self._grown_at = -math.inf
         self._slots: TaskGroup | None = None
         self._sqs: Any = None
         self.queue_url = ""
@@ -185,7 +188,7 @@ class SqsPoller:
                 if not batch:
                     self._scaler.idle()
                     continue
-                if (len(batch) >= self._batch_size or carry) and self._scaler.backlog():
+                if (len(batch) >= self._batch_size or carry) and self._may_grow():
                     self._spawn_slot()
                 await self._run_batch(batch)
         finally:
@@ -193,6 +196,21 @@ class SqsPoller:
             if carry:
                 with anyio.CancelScope(shield=True):
                     await self._release(carry)
+
+    def _may_grow(self) -> bool:
+        """A backlog adds a poller at Lambda's pace (SCALE_UP_INTERVAL), and only while the
+        handler could run one more batch at once (invokers that cannot tell, e.g. HTTP, could):
+        a poller per full batch outran both, and each idle one costs CPU and holds messages."""
+        now = time.monotonic()
+        if now - self._grown_at < SCALE_UP_INTERVAL:
+            return False
+        has_room = getattr(self._processor.invoker, "has_room", None)
+        if has_room is not None and not has_room():
+            return False
+        if not self._scaler.backlog():
+            return False
+        self._grown_at = now
+        return True
 
     async def _collect(self, carry: list[SourceRecord]) -> list[SourceRecord]:
         """Build one batch: BatchSize, the window (from the first message) and 6 MB all bound it."""

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from botocore.exceptions import ClientError
 
@@ -47,7 +48,8 @@ from router.stats import MappingStats
 log = logging.getLogger(__name__)
 
 IDLE_POLL_MAX_SECONDS = 1.0
-"""Longest wait between GetRecords calls on an idle shard (Lambda polls once a second)."""
+"""Longest wait between GetRecords calls on an idle shard by default (Lambda polls once a second);
+a mapping's `idle_poll_max_seconds` raises it to trade first-record latency for idle CPU."""
 WARM_SECONDS = 30.0
 """A shard that returned records this recently is polled at the API's floor rate, so a trickle
 of records is seen within a poll interval; only a shard quiet for longer backs off to a second."""
@@ -131,6 +133,7 @@ class ShardReader:
         window: float,
         parallelization: int = 1,
         policy: RetryPolicy | None = None,
+        idle_poll_max: float = IDLE_POLL_MAX_SECONDS,
     ) -> None:
         self.api = api
         self.shard = shard
@@ -142,6 +145,7 @@ class ShardReader:
         self._batch_size = batch_size
         self._window = window
         self._lanes = max(1, parallelization)
+        self._idle_poll_max = max(idle_poll_max, api.min_poll_interval)
         self._policy = policy or RetryPolicy()
         self._progress = ShardProgress()
         self._stopping = anyio.Event()
@@ -161,10 +165,10 @@ class ShardReader:
 
     async def run(self) -> None:
         """Read, dispatch and settle; on a clean end of shard, checkpoint SHARD_END."""
-        sends: list[ObjectSendStream[SourceRecord]] = []
+        sends: list[ObjectSendStream[list[SourceRecord]]] = []
         async with anyio.create_task_group() as tg:
             for lane in range(self._lanes):
-                send, receive = anyio.create_memory_object_stream[SourceRecord](math.inf)
+                send, receive = anyio.create_memory_object_stream[list[SourceRecord]](math.inf)
                 sends.append(send)
                 tg.start_soon(self._lane, receive, lane)
             try:
@@ -217,7 +221,7 @@ class ShardReader:
                 return None  # renewed from the last record read (or the oldest, if trimmed)
             raise
 
-    async def _read(self, sends: list[ObjectSendStream[SourceRecord]]) -> bool:
+    async def _read(self, sends: list[ObjectSendStream[list[SourceRecord]]]) -> bool:
         """Poll at once while records flow, back off to a second when idle; True at shard end."""
         iterator = await self._iterator()
         floor = self.api.min_poll_interval
@@ -245,35 +249,57 @@ class ShardReader:
             if busy:
                 last_records_at = began
             warm = busy or began - last_records_at < WARM_SECONDS
-            idle = floor if warm else min(IDLE_POLL_MAX_SECONDS, idle * 2)
+            idle = floor if warm else min(self._idle_poll_max, idle * 2)
             await anyio.sleep(max(0.0, began + (floor if busy else idle) - time.monotonic()))
 
     def _dispatch(
-        self, records: list[tuple[SourceRecord, bool]], sends: list[ObjectSendStream[SourceRecord]]
+        self,
+        records: list[tuple[SourceRecord, bool]],
+        sends: list[ObjectSendStream[list[SourceRecord]]],
     ) -> None:
+        """Per page, not per record: positions in one call, one list per lane (no hashing for
+        a single lane), so a 10,000-record page costs a few sends instead of 10,000."""
         self._stats.polled += len(records)
-        for record, checkpointable in records:
-            record.handle = self._progress.add(record.item_id, checkpointable)
-            sends[lane_for(record.key, self._lanes)].send_nowait(record)
+        position = self._progress.add_many([(r.item_id, c) for r, c in records])
+        lanes = self._lanes
+        if lanes == 1:
+            page: list[SourceRecord] = []
+            for record, _ in records:
+                record.handle = position
+                position += 1
+                page.append(record)
+            sends[0].send_nowait(page)
+            return
+        groups: list[list[SourceRecord]] = [[] for _ in range(lanes)]
+        for record, _ in records:
+            record.handle = position
+            position += 1
+            groups[lane_for(record.key, lanes)].append(record)
+        for send, group in zip(sends, groups, strict=True):
+            if group:
+                send.send_nowait(group)
 
     # ------------------------------------------------------------------ lanes
 
-    async def _lane(self, receive: ObjectReceiveStream[SourceRecord], lane: int = 0) -> None:
+    async def _lane(
+        self, receive: ObjectReceiveStream[list[SourceRecord]], lane: int = 0
+    ) -> None:
         """One batch in flight at a time, in the lane's record order."""
         window = await self._load_window(lane)
         carry: SourceRecord | None = None
+        pending: deque[SourceRecord] = deque()  # received from the reader, not yet batched
         async with receive:
             while True:
                 if carry is None:
                     try:
-                        carry = await self._next_record(receive, window, lane)
+                        carry = await self._next_record(receive, pending, window, lane)
                     except anyio.EndOfStream:
                         if window is not None and self.ended and not self._stopping.is_set():
                             await self._close_window(window, lane)  # windows end at shard end
                         return
                     if carry is None:
                         continue
-                batch, carry = await self._collect(carry, receive)
+                batch, carry = await self._collect(carry, receive, pending)
                 if self._stopping.is_set():
                     return
                 if window is None:
@@ -287,38 +313,60 @@ class ShardReader:
                     await self._run_batch(run, window, lane)
 
     async def _next_record(
-        self, receive: ObjectReceiveStream[SourceRecord], window: WindowTracker | None, lane: int
+        self,
+        receive: ObjectReceiveStream[list[SourceRecord]],
+        pending: deque[SourceRecord],
+        window: WindowTracker | None,
+        lane: int,
     ) -> SourceRecord | None:
         """The lane's next record; None when an open window's end came first (and it was closed)."""
         wait = None if window is None else window.seconds_until_due(time.time(), WINDOW_GRACE_SECONDS)
         if wait is None:
-            return await receive.receive()
+            return await self._take(receive, pending)
         with anyio.move_on_after(wait):
-            return await receive.receive()
+            return await self._take(receive, pending)
         await self._close_window(window, lane)  # type: ignore[arg-type]
         return None
 
+    @staticmethod
+    async def _take(
+        receive: ObjectReceiveStream[list[SourceRecord]], pending: deque[SourceRecord]
+    ) -> SourceRecord:
+        """The next record, waiting for the reader's next page only when none is left; a
+        cancellation while waiting loses nothing (the page stays in the stream or in `pending`)."""
+        if pending:
+            await anyio.lowlevel.checkpoint()
+        else:
+            pending.extend(await receive.receive())
+        return pending.popleft()
+
     async def _collect(
-        self, first: SourceRecord, receive: ObjectReceiveStream[SourceRecord]
+        self,
+        first: SourceRecord,
+        receive: ObjectReceiveStream[list[SourceRecord]],
+        pending: deque[SourceRecord],
     ) -> tuple[list[SourceRecord], SourceRecord | None]:
         """BatchSize, 6 MB and the batching window (from the first record) bound a batch."""
         builder = BatchBuilder(self._batch_size)
         builder.offer(first)
         deadline = time.monotonic() + self._window
         while not builder.full:
-            record: SourceRecord | None = None
-            try:
-                record = receive.receive_nowait()
-            except anyio.EndOfStream:
-                break
-            except anyio.WouldBlock:
-                left = deadline - time.monotonic()
-                if left <= 0 or self._stopping.is_set():
+            if not pending:
+                try:
+                    pending.extend(receive.receive_nowait())
+                except anyio.EndOfStream:
                     break
-                with anyio.move_on_after(left), contextlib.suppress(anyio.EndOfStream):
-                    record = await receive.receive()
-                if record is None:
-                    break
+                except anyio.WouldBlock:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or self._stopping.is_set():
+                        break
+                    page: list[SourceRecord] | None = None
+                    with anyio.move_on_after(left), contextlib.suppress(anyio.EndOfStream):
+                        page = await receive.receive()
+                    if page is None:
+                        break
+                    pending.extend(page)
+            record = pending.popleft()
             if not builder.offer(record):
                 return builder.records, record
         return builder.records, None

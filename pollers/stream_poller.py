@@ -213,6 +213,7 @@ class StreamPoller:
                 window=float(self.mapping.maximum_batching_window_in_seconds),
                 parallelization=self.mapping.parallelization_factor,
                 policy=self._policy,
+                idle_poll_max=self.mapping.idle_poll_max_seconds,
             )
             self._readers[shard.shard_id] = reader
             self._stats.concurrency_target += self.mapping.parallelization_factor

@@ -24,6 +24,10 @@ MAX_PATTERN_LENGTH = 4096  # longest `Pattern` string the Lambda API accepts
 _DATA_KEYS: dict[str, str] = {"sqs": "body", "kinesis": "data", "dynamodb": "dynamodb"}
 _MISSING: Any = object()
 _UNSET: Any = object()
+_TEXT = (str, bytes)
+_CONTAINERS = (dict, list)
+_OPENERS = ("{", "[", b"{", b"[")
+"""Tuples, not `str | bytes`: a union in a hot isinstance is rebuilt on every call."""
 _COMPARE = {"=": eq, "<": lt, "<=": le, ">": gt, ">=": ge}
 _NOT_IN_LAMBDA = "not supported by Lambda event filtering"
 
@@ -64,7 +68,10 @@ class RecordFilter:
 
     def matches(self, record: dict[str, Any]) -> bool:
         view = self._view(record)  # shared, so the body/data is decoded once for all patterns
-        return any(test(view) for test in self._tests)
+        tests = self._tests
+        if len(tests) == 1:  # the usual case: no generator per record
+            return tests[0](view)
+        return any(test(view) for test in tests)
 
 
 def compile_filter_criteria(
@@ -151,7 +158,12 @@ def _data_field(key: str, value: Any, where: str, kind: str) -> Test:
         return _object_field(key, _object(value, where, kind, False))
     if isinstance(value, dict):  # a JSON pattern never matches plain text
         sub = _object(value, where, kind, False)
-        return lambda view: _match_object(sub, view.parsed())
+
+        def json_data(view: _View) -> bool:
+            parsed = view.parsed()
+            return sub(parsed) if type(parsed) is dict else _match_object(sub, parsed)
+
+        return json_data
     if not isinstance(value, list):
         _fail(where, f"expected an array of values or a JSON object pattern, not {_kind(value)}")
     plain = _leaf_field(key, value, where, kind)  # a plain pattern never matches a JSON body
@@ -188,12 +200,21 @@ def _leaf_field(key: str, values: list[Any], where: str, kind: str) -> Test:
         else:
             tests.append(op)
 
+    absent_matches = False in exists
+    present_matches = True in exists
+
     def test(node: Any) -> bool:
         value = node.get(key, _MISSING)
-        leaves = () if value is _MISSING else _leaves(value)
+        if value is _MISSING:
+            return absent_matches
+        if not isinstance(value, _CONTAINERS):  # a scalar: its own single leaf, tested directly
+            if present_matches or (type(value), value) in equals:
+                return True
+            return any(t(value) for t in tests) if tests else False
+        leaves = _leaves(value)
         if not leaves:
-            return False in exists
-        if True in exists:
+            return absent_matches
+        if present_matches:
             return True
         return any(_typed(v) in equals or any(t(v) for t in tests) for v in leaves)
 
@@ -277,9 +298,10 @@ class _View:
         return self._record.get(key, default)
 
     def parsed(self) -> Any:
-        if self._parsed is _UNSET:
-            self._parsed = self._decode()
-        return self._parsed
+        parsed = self._parsed
+        if parsed is _UNSET:
+            parsed = self._parsed = self._decode()
+        return parsed
 
     def _decode(self) -> Any:
         return _parse_json(self._record.get("body"))
@@ -312,12 +334,9 @@ _VIEWS: dict[str, type[_View]] = {"sqs": _View, "kinesis": _KinesisView, "dynamo
 
 def _parse_json(text: Any) -> dict[str, Any] | list[Any] | None:
     """The JSON object or array in `text`; None when it holds anything else (plain text)."""
-    if not isinstance(text, str | bytes) or not text:
+    if not text or not isinstance(text, _TEXT):
         return None
-    head = text[:1]
-    if head.isspace():
-        head = text.lstrip()[:1]
-    if head not in ("{", "[", b"{", b"["):
+    if text[:1] not in _OPENERS and text.lstrip()[:1] not in _OPENERS:
         return None
     try:
         value = orjson.loads(text)
@@ -326,7 +345,7 @@ def _parse_json(text: Any) -> dict[str, Any] | list[Any] | None:
             value = json.loads(text, parse_constant=_no_constant)
         except ValueError:
             return None
-    return value if isinstance(value, dict | list) else None
+    return value if isinstance(value, _CONTAINERS) else None
 
 
 def _leaves(value: Any) -> list[Any]:

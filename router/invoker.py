@@ -96,6 +96,15 @@ class PythonInvoker:
         """Seconds the handler module's first import took, once it has loaded."""
         return self._loaded.init_duration if self._loaded else None
 
+    def has_room(self) -> bool:
+        """Whether another invocation would start at once rather than queue for a thread.
+
+        Pollers add concurrency only while it would: more batches than threads only wait,
+        holding their messages, and every extra poller costs CPU for nothing.
+        """
+        loaded = self._loaded
+        return loaded is None or loaded.is_async or self._slots.available_tokens > 0
+
     async def warm(self) -> float:
         """Load the handler now (Lambda's init phase) and return its init duration.
 
@@ -108,16 +117,18 @@ class PythonInvoker:
         request_id = str(uuid.uuid4())
         annotate_invocation(request_id)
         started = time.monotonic()
-        # A load that happens here (no warm-up, or init failed before) counts toward the timeout,
-        # as Lambda's init-during-invoke does.
-        with anyio.move_on_after(self.function_timeout) as init_scope:
-            try:
-                loaded = await self._load()
-            except HandlerLoadError as e:
-                logger.error("%s: %s", e.error_type, e.message, extra=self._extra(request_id))
-                return FunctionError(e.error_type, e.message, time.monotonic() - started)
-        if init_scope.cancel_called:
-            return self._timed_out(request_id, time.monotonic() - started)
+        loaded = self._loaded
+        if loaded is None:  # loaded once; afterwards no timeout scope is needed for it
+            # A load that happens here (no warm-up, or init failed before) counts toward the
+            # timeout, as Lambda's init-during-invoke does.
+            with anyio.move_on_after(self.function_timeout) as init_scope:
+                try:
+                    loaded = await self._load()
+                except HandlerLoadError as e:
+                    logger.error("%s: %s", e.error_type, e.message, extra=self._extra(request_id))
+                    return FunctionError(e.error_type, e.message, time.monotonic() - started)
+            if init_scope.cancel_called:
+                return self._timed_out(request_id, time.monotonic() - started)
         if loaded.is_async:
             return await self._run(loaded, event, request_id, started, self._call_async)
         async with self._slots:  # queueing for a thread is not running: the clock starts after

@@ -117,6 +117,10 @@ class ProcessPoolInvoker:
     def init_duration(self) -> float | None:
         return self.init_durations[0] if self.init_durations else None
 
+    def has_room(self) -> bool:
+        """Whether a worker is free now (pollers grow only while one is; see PythonInvoker)."""
+        return self._slots.available_tokens > 0
+
     async def warm(self) -> float:
         """Start every worker now (init once per worker) and return the first init duration."""
         async with anyio.create_task_group() as tg:

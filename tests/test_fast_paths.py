@@ -1,0 +1,106 @@
+"""Cheaper paths through the hot code give the same answers as the general ones they skip."""
+
+from __future__ import annotations
+
+from datetime import UTC
+
+import pytest
+from botocore.exceptions import ClientError
+from botocore.utils import parse_timestamp
+from pydantic import ValidationError
+
+from config.mapping import MappingConfig
+from pollers.kinesis import epoch_timestamp
+from pollers.lanes import ShardProgress
+from pollers.retry import call_with_retry
+from router.filters import compile_filter_criteria
+from router.invoker import PythonInvoker
+
+STREAM = "arn:aws:kinesis:us-east-1:000000000000:stream/s"
+QUEUE = "arn:aws:sqs:us-east-1:000000000000:q"
+
+
+@pytest.mark.parametrize("value", [1700000000.123456, 1700000000, "2024-01-02T03:04:05Z"])
+def test_epoch_timestamps_are_the_instants_botocore_parses(value: object) -> None:
+    fast, slow = epoch_timestamp(value), parse_timestamp(value)
+    assert fast == slow and fast.timestamp() == slow.timestamp()
+    if not isinstance(value, str):
+        assert fast.tzinfo is UTC
+
+
+def test_a_page_gets_consecutive_positions_like_single_adds() -> None:
+    one, page = ShardProgress(), ShardProgress()
+    singles = [one.add(seq, ok) for seq, ok in [("1", True), ("2", False), ("2", True)]]
+    first = page.add_many([("1", True), ("2", False), ("2", True)])
+    assert list(range(first, first + 3)) == singles
+    assert page.last_read == one.last_read == "2"
+    assert page.finish([first, first + 1]) == "1"
+    assert page.finish([first + 2]) == "2"
+    assert page.add_many([]) == first + 3
+
+
+@pytest.mark.anyio
+async def test_a_permanent_error_is_raised_after_one_call_and_reported_once_when_retried() -> None:
+    calls: list[int] = []
+    errors: list[BaseException] = []
+    denied = ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "Op")
+
+    async def refused() -> None:
+        calls.append(1)
+        raise denied
+
+    with pytest.raises(ClientError):
+        await call_with_retry(refused, on_error=errors.append)
+    assert calls == [1] and errors == []
+
+    async def once() -> str:
+        calls.append(1)
+        if len(calls) == 2:
+            raise denied
+        return "ok"
+
+    assert await call_with_retry(once, retry_all=True, max_wait=0.01, on_error=errors.append) == "ok"
+    assert len(calls) == 3 and errors == [denied]
+
+
+def test_scalar_and_array_leaves_still_match_as_before() -> None:
+    criteria = {"Filters": [{"Pattern": '{"body": {"kind": ["order"], "n": [{"exists": false}]}}'}]}
+    matches = compile_filter_criteria(criteria, "sqs").matches  # type: ignore[union-attr]
+    assert matches({"body": '{"kind": "order"}'})
+    assert matches({"body": ' {"kind": ["x", "order"]}'})
+    assert not matches({"body": '{"kind": "order", "n": 1}'})
+    assert not matches({"body": '{"kind": {"a": 1}}'})
+    assert not matches({"body": "kind order"})
+
+
+@pytest.mark.anyio
+async def test_a_sync_handler_has_room_only_while_a_thread_is_free() -> None:
+    invoker = PythonInvoker("bench.handlers:noop")
+    assert invoker.has_room()  # not loaded yet: cannot tell, so it does not hold pollers back
+    await invoker.warm()
+    assert invoker.has_room()
+    async with invoker._slots:
+        assert not invoker.has_room()
+
+
+def test_idle_poll_wait_is_a_stream_setting_of_at_least_a_second() -> None:
+    mapping = MappingConfig(
+        source=STREAM, handler="bench.handlers:noop", starting_position="LATEST"
+    )
+    assert mapping.idle_poll_max_seconds == 1.0
+    slower = MappingConfig(
+        source=STREAM,
+        handler="bench.handlers:noop",
+        starting_position="LATEST",
+        idle_poll_max_seconds=5,
+    )
+    assert slower.idle_poll_max_seconds == 5.0
+    with pytest.raises(ValidationError, match="must be from 1 to 300"):
+        MappingConfig(
+            source=STREAM,
+            handler="bench.handlers:noop",
+            starting_position="LATEST",
+            idle_poll_max_seconds=0.5,
+        )
+    with pytest.raises(ValidationError, match="stream mappings only"):
+        MappingConfig(source=QUEUE, handler="bench.handlers:noop", idle_poll_max_seconds=5)
