@@ -165,3 +165,24 @@ async def test_a_lost_lease_stops_the_reader_and_never_checkpoints_again() -> No
                 assert later.owner == "thief" and later.checkpoint == after.checkpoint
                 thief.cancel_scope.cancel()
         await store.close()
+
+
+async def test_a_clean_stop_also_releases_a_lease_whose_take_reply_was_lost() -> None:
+    from pollers.leases import TableLeases
+
+    async with AwsClients("us-east-1") as clients:
+
+        async def client() -> Any:
+            return await clients.client("dynamodb")
+
+        table = LeaseTable(client, unique("leases"))
+        await table.ensure()
+        await table.create("scope", Shard("s1"))
+        leases = TableLeases(table, "scope", "me", lease_seconds=3)
+        # The take reached the table, but the replica never saw the answer (a stop cut it off).
+        [lease] = await table.list("scope")
+        assert await table.take(lease, "me") is not None
+        assert leases.held() == set()
+        await leases.release_all()
+        seen = await table.get("scope", "s1")
+        assert seen is not None and seen.owner is None
