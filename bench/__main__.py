@@ -28,7 +28,7 @@ def plan(args: argparse.Namespace) -> dict[str, Callable[[], Any]]:
         "dispatch": lambda: dispatch.run(2_000 if q else 50_000, r),
         "kinesis": lambda: kinesis_e2e.run(5_000 if q else 100_000, 4, r, args.kinesis_batch),
         "sqs": lambda: sqs_e2e.run(300 if q else 2_000, r),
-        "latency": lambda: latency.run(10 if q else 50, 5.0),
+        "latency": lambda: latency.run(10 if q else 100, 5.0),
         "scale": lambda: scale.run(64 if q else 512, 8 if q else 64, 5.0 if q else 30.0),
         "growth": lambda: growth.run(2_000 if q else 20_000, 1),
     }

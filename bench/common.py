@@ -126,6 +126,9 @@ class ChildRun:
     cpu: float
     max_rss_mb: float
     latencies: list[float]
+    emulator_share: float = float("nan")
+    """The emulator's CPU over the run, as a share of one core (≥ EMULATOR_BOUND: it was the
+    bottleneck, and the consumer's rate says more about the emulator than the consumer)."""
 
     @property
     def cpu_per_10k(self) -> float:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import anyio
 import orjson
 from aiobotocore.session import get_session
 
-from bench.common import REGION, ROOT
+from bench.common import REGION, ROOT, ChildRun, run_child
 from tests.support.emulators import (
     Emulator,
     _free_port,
@@ -23,6 +24,46 @@ from tests.support.emulators import (
 
 SHARD_LIMIT = 1024
 """kinesalite refuses more than 10 shards per account unless told otherwise."""
+EMULATOR_BOUND = 0.85
+"""An emulator busier than this share of a core while a consumer drains is the bottleneck."""
+
+_PIDS: dict[str, int] = {}
+"""Endpoint -> the emulator process serving it, for `emulator_cpu`."""
+
+
+def emulator_cpu(endpoint: str) -> float:
+    """CPU seconds the emulator at `endpoint` has used so far: every process of its group."""
+    group = _PIDS.get(endpoint)
+    if group is None:
+        return float("nan")
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended meanwhile
+        if int(fields[2]) == group:  # pgrp; emulators start as their own group's leader
+            ticks += sum(int(fields[i]) for i in (11, 12, 13, 14))  # utime stime cutime cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def run_with_emulator(command: Sequence[str], env: dict[str, str], endpoint: str) -> ChildRun:
+    """`run_child`, also noting how busy the emulator at `endpoint` was during the drain (it
+    idles while the consumer starts up, so its CPU is divided by the drain's time)."""
+    cpu = emulator_cpu(endpoint)
+    result = run_child(command, env)
+    result.emulator_share = (emulator_cpu(endpoint) - cpu) / max(result.seconds, 1e-3)
+    return result
+
+
+@contextlib.contextmanager
+def _tracked(emulator: Emulator) -> Iterator[str]:
+    _PIDS[emulator.url] = emulator.process.pid
+    try:
+        yield emulator.url
+    finally:
+        _PIDS.pop(emulator.url, None)
+        emulator.stop()
 
 
 @contextlib.contextmanager
@@ -30,11 +71,8 @@ def ministack() -> Iterator[str]:
     path = ministack_path()
     if path is None:
         raise RuntimeError("ministack is not installed (make .venv-ministack/bin/ministack)")
-    emulator = start_ministack(path)
-    try:
-        yield emulator.url
-    finally:
-        emulator.stop()
+    with _tracked(start_ministack(path)) as url:
+        yield url
 
 
 @contextlib.contextmanager
@@ -57,11 +95,8 @@ def kinesalite() -> Iterator[str]:
         "--deleteStreamMs",
         "0",
     ]
-    emulator: Emulator = _start_listening("kinesalite", command, port, 20.0)
-    try:
-        yield emulator.url
-    finally:
-        emulator.stop()
+    with _tracked(_start_listening("kinesalite", command, port, 20.0)) as url:
+        yield url
 
 
 @contextlib.asynccontextmanager

@@ -7,8 +7,8 @@ from typing import Any
 
 import anyio
 
-from bench.common import PEERS_PYTHON, ChildRun, aws_env, median, python_child, run_child
-from bench.emulators import client, fill_stream, kinesalite, make_stream
+from bench.common import PEERS_PYTHON, ChildRun, aws_env, median, python_child
+from bench.emulators import client, fill_stream, kinesalite, make_stream, run_with_emulator
 
 
 def consumers(
@@ -51,6 +51,7 @@ def summarise(runs: dict[str, list[ChildRun]]) -> dict[str, dict[str, float]]:
             "cpu_per_10k": median([r.cpu_per_10k for r in rs]),
             "rate": median([r.rate for r in rs]),
             "max_rss_mb": median([r.max_rss_mb for r in rs]),
+            "emulator_share": median([r.emulator_share for r in rs]),
         }
         for name, rs in runs.items()
     }
@@ -74,11 +75,12 @@ def run(
         runs: dict[str, list[ChildRun]] = {}
         for attempt in range(repeats):
             for name, command in consumers(stream, arn, endpoint, records, batch_size).items():
-                result = run_child(command, env)
+                result = run_with_emulator(command, env, endpoint)
                 runs.setdefault(name, []).append(result)
                 print(
                     f"  kinesis e2e #{attempt + 1} {name}: {result.seconds:.2f} s, "
-                    f"{result.cpu_per_10k:.2f} CPU-s/10k",
+                    f"{result.cpu_per_10k:.2f} CPU-s/10k, emulator "
+                    f"{result.emulator_share:.0%} of a core",
                     file=sys.stderr,
                 )
     return {

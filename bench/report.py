@@ -114,7 +114,8 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         out.append((f"{label}: RSS MB", _f(scale["rss_mb"], 0), "", "", "≤ 250"))
         out.append(
             (
-                f"{label}: idle CPU, % of a core over {scale['idle_seconds']:.0f} s",
+                f"{label}: idle CPU (default poll budget), % of a core over "
+                f"{scale['idle_seconds']:.0f} s",
                 _f(scale["idle_cpu_share"] * 100, 1),
                 "",
                 "",
@@ -123,13 +124,14 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         )
         if "idle_cpu_share_alternative" in scale:
             wait = scale["idle_poll_alternative_seconds"]
+            like = " (Lambda's once a second)" if wait == 1 else ""
             out.append(
                 (
-                    f"{label}: idle CPU with idle_poll_max_seconds={wait:g}, % of a core",
+                    f"{label}: idle CPU with idle_poll_max_seconds={wait:g}{like}, % of a core",
                     _f(scale["idle_cpu_share_alternative"] * 100, 1),
                     "",
                     "",
-                    "near idle",
+                    "",
                 )
             )
         out.append(
@@ -193,6 +195,58 @@ def plot(path: Path) -> Path | None:
     return target if done.returncode == 0 else None
 
 
+PARTS = ("bare loop", "filter", "event copy", "thread hop", "the rest")
+
+
+def dispatch_parts(results: dict[str, Any]) -> str:
+    """Where a batch's time goes: what the bare loop does, then each part it does not do."""
+    sizes = {k: v["per_batch_us"] for k, v in (results.get("dispatch") or {}).items()}
+    sizes = {k: v for k, v in sizes.items() if v}
+    if not sizes:
+        return ""
+    lines = [
+        "Dispatch, µs per batch (tracing and metrics on; each part timed on its own, "
+        "the rest is spans, metrics, limits, context and settling):",
+        "",
+        "| batch size | Sluiceway | " + " | ".join(PARTS) + " |",
+        "|---:|---:|" + "---:|" * len(PARTS),
+    ]
+    for size, parts in sizes.items():
+        cells = [_f(parts["sluiceway"], 1), *(_f(parts[p], 1) for p in PARTS)]
+        lines.append(f"| {size} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def emulator_lines(results: dict[str, Any]) -> str:
+    """The emulator's CPU during each drain: at EMULATOR_BOUND or more it set the pace."""
+    from bench.emulators import EMULATOR_BOUND
+
+    out = []
+    for key, source in (("kinesis_e2e", "kinesalite"), ("sqs_e2e", "ministack")):
+        consumers = (results.get(key) or {}).get("consumers") or {}
+        shares = {n: c["emulator_share"] for n, c in consumers.items() if "emulator_share" in c}
+        if not shares:
+            continue
+        parts = ", ".join(f"{n} {v:.0%}" for n, v in shares.items())
+        bound = [n for n, v in shares.items() if v >= EMULATOR_BOUND]
+        verdict = (
+            f"the emulator was the bottleneck for {', '.join(bound)}"
+            if bound
+            else "the emulator was not the bottleneck"
+        )
+        out.append(
+            f"{source} CPU during each consumer's drain (share of a core): {parts}; {verdict}."
+        )
+    return "\n".join(out)
+
+
 def render(path: Path) -> str:
     results = json.loads(path.read_text())
-    return "\n\n".join(p for p in (header(results), table(results), growth_lines(results)) if p)
+    parts = (
+        header(results),
+        table(results),
+        dispatch_parts(results),
+        emulator_lines(results),
+        growth_lines(results),
+    )
+    return "\n\n".join(p for p in parts if p)

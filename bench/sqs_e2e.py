@@ -8,8 +8,8 @@ from typing import Any
 
 import anyio
 
-from bench.common import NODE_MODULES, ChildRun, aws_env, python_child, run_child
-from bench.emulators import client, fill_queue, make_queue, ministack
+from bench.common import NODE_MODULES, ChildRun, aws_env, python_child
+from bench.emulators import client, fill_queue, make_queue, ministack, run_with_emulator
 from bench.kinesis_e2e import summarise
 
 _names = itertools.count()
@@ -46,11 +46,12 @@ def run(messages: int = 2_000, repeats: int = 3) -> dict[str, Any]:
         for attempt in range(repeats):
             for name in consumers("", messages):
                 url = fresh_queue(endpoint, messages)
-                result = run_child(consumers(url, messages)[name], env)
+                result = run_with_emulator(consumers(url, messages)[name], env, endpoint)
                 runs.setdefault(name, []).append(result)
                 print(
                     f"  sqs e2e #{attempt + 1} {name}: {result.rate:.0f} msg/s, "
-                    f"{result.cpu_per_10k:.2f} CPU-s/10k",
+                    f"{result.cpu_per_10k:.2f} CPU-s/10k, emulator "
+                    f"{result.emulator_share:.0%} of a core",
                     file=sys.stderr,
                 )
     return {"messages": messages, "consumers": summarise(runs)}

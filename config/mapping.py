@@ -185,10 +185,10 @@ class MappingConfig(_Section):
         Annotated[float, BeforeValidator(_epoch_seconds), at_least(0, " (Unix seconds)")] | None
     ) = None
     parallelization_factor: Annotated[int, between(1, 10)] = 1
-    idle_poll_max_seconds: Annotated[float, between(1, 300, " seconds")] = 1.0
-    """Streams: the longest wait between GetRecords calls on a shard quiet for 30 s. 1 (the
-    default) polls like Lambda; more cuts idle CPU (one call per shard per wait) but the first
-    record after a quiet spell may wait up to this long to be seen."""
+    idle_poll_max_seconds: Annotated[float, between(1, 300, " seconds")] = 10.0
+    """Streams: the longest wait between GetRecords calls on a quiet shard, whatever the
+    process's poll budget (`idle_polls_per_second`) allows; the first record after a quiet spell
+    may wait up to this long to be seen. 1 polls at least once a second, like Lambda."""
     bisect_batch_on_function_error: bool = False
     maximum_retry_attempts: Annotated[int, between(-1, 10000)] = -1
     maximum_record_age_in_seconds: Annotated[int, AfterValidator(_record_age)] = -1
@@ -286,7 +286,7 @@ class MappingConfig(_Section):
 
     @property
     def handler_kind(self) -> HandlerKind:
-        """"python" (module:function or module.function), "http" or "lambda" (a function ARN)."""
+        """ "python" (module:function or module.function), "http" or "lambda" (a function ARN)."""
         return handler_kind(self.handler)
 
     @property

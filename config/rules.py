@@ -25,7 +25,7 @@ _STREAM_ONLY: dict[str, tuple[Any, str]] = {
     "bisect_batch_on_function_error": (False, _SQS_RETRIES),
     "maximum_record_age_in_seconds": (-1, _SQS_RETRIES),
     "tumbling_window_in_seconds": (None, "SQS records are not windowed"),
-    "idle_poll_max_seconds": (1.0, "an SQS mapping long-polls its queue"),
+    "idle_poll_max_seconds": (10.0, "an SQS mapping long-polls its queue"),
 }
 _DESTINATION = ("destination_config", "on_failure", "destination")
 
@@ -102,7 +102,9 @@ def _sqs_destination_rules(mapping: MappingConfig) -> list[RuleProblem]:
             "to 10000: a message goes to the destination after that many retries"
         )
         problems.append(
-            RuleProblem(("maximum_retry_attempts",), retries, rule, ("source", "destination_config"))
+            RuleProblem(
+                ("maximum_retry_attempts",), retries, rule, ("source", "destination_config")
+            )
         )
     if destination.fifo:
         rule = (
@@ -149,8 +151,10 @@ def _stream_rules(mapping: MappingConfig, source: SourceRef) -> list[RuleProblem
 
 def _starting_position_rules(mapping: MappingConfig, source: SourceRef) -> list[RuleProblem]:
     position, timestamp = mapping.starting_position, mapping.starting_position_timestamp
-    choices = "TRIM_HORIZON or LATEST" if source.kind == "dynamodb" else (
-        "TRIM_HORIZON, LATEST or AT_TIMESTAMP"
+    choices = (
+        "TRIM_HORIZON or LATEST"
+        if source.kind == "dynamodb"
+        else ("TRIM_HORIZON, LATEST or AT_TIMESTAMP")
     )
     stream = _LABEL[source.kind]
     involves = ("source", "starting_position")

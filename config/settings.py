@@ -126,6 +126,10 @@ class Settings(BaseSettings):
     """Write record bodies into logs; off so payloads (often personal data) stay out of logs."""
     trace_records: bool = False
     """A span per record inside each invocation span (OTEL tracing must be on)."""
+    idle_polls_per_second: Annotated[float, between(1, 10000, " calls per second")] = 50.0
+    """GetRecords calls per second that quiet stream shards share across the process (1 to 2 ms of
+    CPU each): a few shards are polled at the API's floor, many less often, but none less often
+    than its mapping's `idle_poll_max_seconds`."""
     aws_region: Annotated[str, AfterValidator(check_region)] = Field(
         default="us-east-1",
         validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION", "aws_region"),

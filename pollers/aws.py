@@ -25,6 +25,10 @@ _DEFAULT_READ_TIMEOUT = 30
 _RETRIES = {"lambda": 0}
 """An Invoke is not idempotent: the router retries it, with its own rules, never botocore."""
 CONNECT_TIMEOUT = 5
+LONG_POLL_POOL = 10_000
+"""Connections for long polls, which each hold one for up to 20 s: their own pool, so quiet
+queues' polls (at least 2 per mapping) can never starve the deletes and visibility changes
+that settle batches, whatever the number of queues mapped."""
 
 
 class AwsClients:
@@ -47,17 +51,19 @@ class AwsClients:
         with anyio.CancelScope(shield=True):
             await self._stack.aclose()
 
-    async def client(self, service: str) -> Any:
+    async def client(self, service: str, *, long_poll: bool = False) -> Any:
+        """The service's client; `long_poll` gives the one whose connections long polls hold."""
+        key = f"{service}/long-poll" if long_poll else service
         async with self._lock:
-            if service not in self._clients:
+            if key not in self._clients:
                 config = AioConfig(
                     connect_timeout=CONNECT_TIMEOUT,
                     read_timeout=_READ_TIMEOUT.get(service, _DEFAULT_READ_TIMEOUT),
-                    max_pool_connections=self._pool,
+                    max_pool_connections=LONG_POLL_POOL if long_poll else self._pool,
                     retries={"mode": "standard", "max_attempts": _RETRIES.get(service, 3)},
                 )
                 creator = self._session.create_client(
                     service, region_name=self.region, config=config
                 )
-                self._clients[service] = await self._stack.enter_async_context(creator)
-            return self._clients[service]
+                self._clients[key] = await self._stack.enter_async_context(creator)
+            return self._clients[key]

@@ -8,6 +8,7 @@ from config.mapping import MappingConfig
 from pollers.aws import AwsClients
 from pollers.checkpoints import CheckpointStore
 from pollers.dynamodb_records import to_source_record
+from pollers.pacing import PollPacer
 from pollers.shards import Shard, StartPosition, shard_from_listing
 from pollers.stream import RecordsPage
 from pollers.stream_poller import StreamPoller
@@ -92,7 +93,14 @@ def dynamodb_poller(
     processor: BatchProcessor,
     stats: MappingStats,
     store: CheckpointStore,
+    pacer: PollPacer | None = None,
 ) -> StreamPoller:
     return StreamPoller(
-        mapping, DynamoDbStreamApi(clients, mapping), processor, stats, store, clients=clients
+        mapping,
+        DynamoDbStreamApi(clients, mapping),
+        processor,
+        stats,
+        store,
+        clients=clients,
+        pacer=pacer,
     )

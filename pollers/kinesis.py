@@ -12,6 +12,7 @@ from config.mapping import MappingConfig
 from pollers.aws import AwsClients
 from pollers.checkpoints import CheckpointStore
 from pollers.kinesis_records import to_source_records
+from pollers.pacing import PollPacer
 from pollers.shards import Shard, StartPosition, shard_from_listing
 from pollers.stream import RecordsPage
 from pollers.stream_poller import StreamPoller
@@ -123,7 +124,14 @@ def kinesis_poller(
     processor: BatchProcessor,
     stats: MappingStats,
     store: CheckpointStore,
+    pacer: PollPacer | None = None,
 ) -> StreamPoller:
     return StreamPoller(
-        mapping, KinesisApi(clients, mapping), processor, stats, store, clients=clients
+        mapping,
+        KinesisApi(clients, mapping),
+        processor,
+        stats,
+        store,
+        clients=clients,
+        pacer=pacer,
     )

@@ -82,6 +82,8 @@ class SqsPoller:
         self._grown_at = -math.inf
         self._slots: TaskGroup | None = None
         self._sqs: Any = None
+        self._receiver: Any = None
+        self._gathering = anyio.Lock()
         self.queue_url = ""
         self.queue_arn = self.source.arn
         self.visibility_timeout = 30
@@ -103,6 +105,7 @@ class SqsPoller:
     async def resolve(self) -> None:
         """Find the queue and read the attributes the poller depends on (retries until reachable)."""
         sqs = self._sqs = await self._clients.client("sqs")
+        self._receiver = await self._clients.client("sqs", long_poll=True)
         if self.source.queue_url:
             self.queue_url = self.source.queue_url
         else:
@@ -180,7 +183,7 @@ class SqsPoller:
             while not self._stopping.is_set():
                 if self._active_slots > self._scaler.target:
                     return
-                batch = await self._collect(carry)
+                batch = await self._next_batch(carry)
                 if self._stopping.is_set():
                     await self._release(batch + carry)
                     carry.clear()
@@ -196,6 +199,14 @@ class SqsPoller:
             if carry:
                 with anyio.CancelScope(shield=True):
                     await self._release(carry)
+
+    async def _next_batch(self, carry: list[SourceRecord]) -> list[SourceRecord]:
+        """With a batching window, one poller gathers at a time (the others' batches still run),
+        so the window fills one batch instead of splitting the messages between pollers."""
+        if self._window <= 0 or self.fifo:
+            return await self._collect(carry)
+        async with self._gathering:
+            return await self._collect(carry)
 
     def _may_grow(self) -> bool:
         """A backlog adds a poller at Lambda's pace (SCALE_UP_INTERVAL), and only while the
@@ -273,7 +284,7 @@ class SqsPoller:
             try:
                 sent_at = time.monotonic()
                 response = await call_with_retry(
-                    self._sqs.receive_message,
+                    self._receiver.receive_message,
                     QueueUrl=self.queue_url,
                     MaxNumberOfMessages=count,
                     WaitTimeSeconds=wait,
@@ -337,7 +348,9 @@ class SqsPoller:
         if self._failures is not None and failed:
             exhausted = self._failures.exhausted(failed)
             if exhausted:
-                sent = await self._failures.divert(exhausted, settlement.outcome, self.queue_arn)
+                sent = await self._failures.divert(
+                    exhausted, settlement.outcome, self.queue_arn, settlement.request_id
+                )
                 gone = {id(r) for r in sent}
                 finished = finished + sent
                 failed = [r for r in failed if id(r) not in gone]

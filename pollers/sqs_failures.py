@@ -56,7 +56,11 @@ class SqsFailureDestination:
         return [r for r in records if receive_count(r) >= self._max_receives]
 
     async def divert(
-        self, records: list[SourceRecord], outcome: Outcome | None, queue_arn: str
+        self,
+        records: list[SourceRecord],
+        outcome: Outcome | None,
+        queue_arn: str,
+        request_id: str = "",
     ) -> list[SourceRecord]:
         """Deliver each exhausted message's record; returns those the destination accepted."""
         delivered: list[SourceRecord] = []
@@ -72,6 +76,7 @@ class SqsFailureDestination:
                         function_arn=self._function_arn,
                         invoke_count=receive_count(record),
                         function_error=function_error,
+                        request_id=request_id,
                     )
                     failure = sqs_failure_record(
                         record.event, queue_arn=queue_arn, context=context, now=now

@@ -26,6 +26,7 @@ from botocore.exceptions import ClientError
 
 from pollers.checkpoints import SHARD_END, CheckpointStore
 from pollers.lanes import ShardProgress, lane_for
+from pollers.pacing import PollPacer
 from pollers.retry import call_with_retry, error_code
 from pollers.shards import TRIM_HORIZON, Shard, StartPosition
 from pollers.windows import Window, WindowTracker, runs_by_window, state_too_large
@@ -40,19 +41,16 @@ from router.failure_record import (
     stream_failure_record,
 )
 from router.outcomes import BatchFailed, FunctionError, Outcome, PartialFailure, Returned
-from router.processor import BatchProcessor
+from router.processor import BatchProcessor, request_id_of
 from router.records import SourceRecord
 from router.retry_policy import FailurePolicy, backoff_seconds, decide
 from router.stats import MappingStats
 
 log = logging.getLogger(__name__)
 
-IDLE_POLL_MAX_SECONDS = 1.0
-"""Longest wait between GetRecords calls on an idle shard by default (Lambda polls once a second);
-a mapping's `idle_poll_max_seconds` raises it to trade first-record latency for idle CPU."""
-WARM_SECONDS = 30.0
-"""A shard that returned records this recently is polled at the API's floor rate, so a trickle
-of records is seen within a poll interval; only a shard quiet for longer backs off to a second."""
+IDLE_POLL_MAX_SECONDS = 10.0
+"""Longest wait between GetRecords calls on a quiet shard by default, whatever the poll budget
+(`pollers.pacing`) allows; a mapping's `idle_poll_max_seconds` of 1 polls like Lambda."""
 RETRY_INITIAL_SECONDS = 0.5
 RETRY_MAX_SECONDS = 30.0
 WINDOW_GRACE_SECONDS = 1.0
@@ -112,6 +110,8 @@ class _Range:
     retries: int = 0
     invocations: int = 0
     last: Outcome | None = None
+    request_id: str = ""
+    """The last invocation's request id, which a failure record for these records carries."""
     origin: str | None = None
     """Why this range exists apart from its batch ("partial", "bisect"): traced as a retry."""
 
@@ -134,6 +134,7 @@ class ShardReader:
         parallelization: int = 1,
         policy: RetryPolicy | None = None,
         idle_poll_max: float = IDLE_POLL_MAX_SECONDS,
+        pacer: PollPacer | None = None,
     ) -> None:
         self.api = api
         self.shard = shard
@@ -146,6 +147,7 @@ class ShardReader:
         self._window = window
         self._lanes = max(1, parallelization)
         self._idle_poll_max = max(idle_poll_max, api.min_poll_interval)
+        self._pacer = pacer or PollPacer()  # alone, a reader polls at the floor
         self._policy = policy or RetryPolicy()
         self._progress = ShardProgress()
         self._stopping = anyio.Event()
@@ -172,7 +174,7 @@ class ShardReader:
                 sends.append(send)
                 tg.start_soon(self._lane, receive, lane)
             try:
-                with self._read_scope:
+                with self._read_scope, self._pacer.reading():
                     self.ended = await self._read(sends)
             finally:
                 for send in sends:
@@ -222,11 +224,10 @@ class ShardReader:
             raise
 
     async def _read(self, sends: list[ObjectSendStream[list[SourceRecord]]]) -> bool:
-        """Poll at once while records flow, back off to a second when idle; True at shard end."""
+        """Poll at the floor while records flow, at the pacer's rate when quiet; True at shard end."""
         iterator = await self._iterator()
         floor = self.api.min_poll_interval
-        idle = floor
-        last_records_at = -math.inf
+        first_quiet = True  # started, or records just stopped: the next quiet wait sets a phase
         while True:
             while self._progress.outstanding >= self._max_outstanding:
                 self._room = anyio.Event()
@@ -247,10 +248,11 @@ class ShardReader:
             iterator = page.next_iterator
             busy = bool(page.records) or bool(page.behind_ms)
             if busy:
-                last_records_at = began
-            warm = busy or began - last_records_at < WARM_SECONDS
-            idle = floor if warm else min(self._idle_poll_max, idle * 2)
-            await anyio.sleep(max(0.0, began + (floor if busy else idle) - time.monotonic()))
+                due = began + floor
+            else:
+                due = self._pacer.next_poll(began, floor, self._idle_poll_max, first=first_quiet)
+            first_quiet = busy
+            await anyio.sleep(max(0.0, due - time.monotonic()))
 
     def _dispatch(
         self,
@@ -281,9 +283,7 @@ class ShardReader:
 
     # ------------------------------------------------------------------ lanes
 
-    async def _lane(
-        self, receive: ObjectReceiveStream[list[SourceRecord]], lane: int = 0
-    ) -> None:
+    async def _lane(self, receive: ObjectReceiveStream[list[SourceRecord]], lane: int = 0) -> None:
         """One batch in flight at a time, in the lane's record order."""
         window = await self._load_window(lane)
         carry: SourceRecord | None = None
@@ -320,7 +320,9 @@ class ShardReader:
         lane: int,
     ) -> SourceRecord | None:
         """The lane's next record; None when an open window's end came first (and it was closed)."""
-        wait = None if window is None else window.seconds_until_due(time.time(), WINDOW_GRACE_SECONDS)
+        wait = (
+            None if window is None else window.seconds_until_due(time.time(), WINDOW_GRACE_SECONDS)
+        )
         if wait is None:
             return await self._take(receive, pending)
         with anyio.move_on_after(wait):
@@ -400,7 +402,9 @@ class ShardReader:
             if isinstance(outcome, PartialFailure):
                 ids = [r.item_id for r in current.records]
                 failed_at = failure_index(ids, outcome.failed_ids)
-            decision = decide(outcome, failed_at, len(current.records), current.retries, policy.failure)
+            decision = decide(
+                outcome, failed_at, len(current.records), current.retries, policy.failure
+            )
             done, rest = current.records[: decision.finished], current.records[decision.finished :]
             await self._finish(done)
             if decision.action == "done":
@@ -441,6 +445,7 @@ class ShardReader:
             )
         current.invocations += 1
         current.last = outcome
+        current.request_id = request_id_of(result) or current.request_id
         if (
             window is not None
             and opened is not None
@@ -463,6 +468,7 @@ class ShardReader:
             condition=condition,  # type: ignore[arg-type]
             function_arn=self._policy.function_arn,
             invoke_count=current.invocations,
+            request_id=current.request_id,
             function_error=error.function_error if isinstance(error, FunctionError) else None,
             invoked=invoked,
         )

@@ -16,6 +16,7 @@ from handlers.context import function_arn
 from pollers.aws import AwsClients
 from pollers.checkpoints import SHARD_END, CheckpointStore
 from pollers.leases import ShardLeases, SingleOwnerLeases
+from pollers.pacing import PollPacer
 from pollers.retry import call_with_retry, error_code
 from pollers.shards import Lineage, Shard, StartPosition
 from pollers.stream import RetryPolicy, ShardReader, StreamApi
@@ -69,6 +70,7 @@ class StreamPoller:
         *,
         discovery_interval: float = DISCOVERY_INTERVAL_SECONDS,
         clients: AwsClients | None = None,
+        pacer: PollPacer | None = None,
     ) -> None:
         self.mapping = mapping
         self.api = api
@@ -77,6 +79,7 @@ class StreamPoller:
         self._store = store
         self._interval = discovery_interval
         self._policy = retry_policy(mapping, stats, clients)
+        self._pacer = pacer or PollPacer()  # the service shares one among all its stream mappings
         self._lineage = Lineage(starting_position(mapping))
         self._readers: dict[str, ShardReader] = {}
         self._checkpoints: dict[str, str | None] = {}
@@ -214,6 +217,7 @@ class StreamPoller:
                 parallelization=self.mapping.parallelization_factor,
                 policy=self._policy,
                 idle_poll_max=self.mapping.idle_poll_max_seconds,
+                pacer=self._pacer,
             )
             self._readers[shard.shard_id] = reader
             self._stats.concurrency_target += self.mapping.parallelization_factor

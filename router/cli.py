@@ -104,7 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     sam.add_argument("--account", default="123456789012", help="AWS::AccountId in ARNs")
     sam.add_argument("--stack-name", default="sluiceway", help="AWS::StackName")
     sam.add_argument(
-        "--parameter", action="append", default=[], metavar="KEY=VALUE",
+        "--parameter",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="a template parameter value (repeatable)",
     )
     sam.set_defaults(func=_import_sam)

@@ -122,7 +122,9 @@ class Destination:
         )
         if response.get("FailedEntryCount"):
             entry = (response.get("Entries") or [{}])[0]
-            raise DeliveryRejected(f"PutEvents: {entry.get('ErrorCode')}: {entry.get('ErrorMessage')}")
+            raise DeliveryRejected(
+                f"PutEvents: {entry.get('ErrorCode')}: {entry.get('ErrorMessage')}"
+            )
 
 
 def _json(value: Any) -> str:

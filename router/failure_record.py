@@ -119,7 +119,10 @@ def sqs_failure_record(
 def with_payload(record: dict[str, Any], events: list[dict[str, Any]]) -> dict[str, Any]:
     """The S3 object: the record plus the invocation event as a JSON string, keys sorted as AWS
     writes them."""
-    full = {**record, "payload": record.get("payload") or orjson.dumps({"Records": events}).decode()}
+    full = {
+        **record,
+        "payload": record.get("payload") or orjson.dumps({"Records": events}).decode(),
+    }
     return _sorted(full)
 
 

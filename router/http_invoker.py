@@ -21,7 +21,13 @@ import anyio
 import orjson
 
 from router.invoker import EXIT_ERROR, MAX_RESPONSE_BYTES, RESPONSE_TOO_LARGE, TIMED_OUT
-from router.outcomes import FunctionError, InvocationResult, InvokeFailure, Returned
+from router.outcomes import (
+    FunctionError,
+    InvocationResult,
+    InvokeFailure,
+    Returned,
+    with_request_id,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +94,7 @@ class HttpInvoker:
                     raw = await response.read()
                     status = response.status
                     function_error = response.headers.get("X-Amz-Function-Error")
+                    request_id = response.headers.get("x-amzn-RequestId", "")
         except (TimeoutError, aiohttp.ServerTimeoutError):
             return InvokeFailure(f"{self.url}: no answer within {self.function_timeout:g}s")
         except aiohttp.ClientError as exc:
@@ -97,7 +104,7 @@ class HttpInvoker:
             return InvokeFailure(f"{self.url}: 429 Too Many Requests", throttled=True)
         if status != 200:
             return InvokeFailure(f"{self.url}: HTTP {status}: {raw[:200].decode(errors='replace')}")
-        return read_function_answer(raw, duration, function_error)
+        return with_request_id(read_function_answer(raw, duration, function_error), request_id)
 
     async def aclose(self) -> None:
         """Close pooled connections."""

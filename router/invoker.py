@@ -22,7 +22,7 @@ import orjson
 
 from handlers.context import LambdaContext, new_log_stream_name
 from handlers.loader import HandlerLoadError, LoadedHandler, load_handler, parse_handler_spec
-from router.outcomes import FunctionError, InvocationResult, Returned
+from router.outcomes import FunctionError, InvocationResult, Returned, with_request_id
 from router.telemetry import annotate_invocation
 
 logger = logging.getLogger(__name__)
@@ -116,6 +116,9 @@ class PythonInvoker:
         """Run the handler once with a fresh request id and context."""
         request_id = str(uuid.uuid4())
         annotate_invocation(request_id)
+        return with_request_id(await self._invoke(event, request_id), request_id)
+
+    async def _invoke(self, event: dict[str, Any], request_id: str) -> InvocationResult:
         started = time.monotonic()
         loaded = self._loaded
         if loaded is None:  # loaded once; afterwards no timeout scope is needed for it

@@ -18,7 +18,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pollers.aws import AwsClients
 from router.http_invoker import read_function_answer
 from router.invoker import marshal_response
-from router.outcomes import FunctionError, InvocationResult, InvokeFailure
+from router.outcomes import FunctionError, InvocationResult, InvokeFailure, with_request_id
 
 TRANSPORT_GRACE = 10.0
 """Seconds beyond the function timeout allowed for the Invoke call itself."""
@@ -59,8 +59,9 @@ class LambdaInvoker:
         )
         if isinstance(result, FunctionError) and not response.get("FunctionError"):
             # Lambda itself marks function errors; a payload shaped like one is a plain value.
-            return read_function_answer_as_value(raw, result.duration)
-        return result
+            result = read_function_answer_as_value(raw, result.duration)
+        # Lambda's own request id: the one in the function's logs.
+        return with_request_id(result, response.get("ResponseMetadata", {}).get("RequestId", ""))
 
 
 def read_function_answer_as_value(raw: bytes, duration: float) -> InvocationResult:

@@ -6,7 +6,7 @@ that result means for the batch once AWS's response rules are applied (`router.r
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 # ---------------------------------------------------------------- invocation results
@@ -18,6 +18,9 @@ class Returned:
 
     payload: Any
     duration: float = 0.0
+    request_id: str = field(default="", compare=False)
+    """The invocation's request id (the handler's `context.aws_request_id`); results that
+    differ only in it are the same result."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +34,7 @@ class FunctionError:
     message: str
     duration: float = 0.0
     function_error: str = "Unhandled"  # Lambda's X-Amz-Function-Error value
+    request_id: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +49,15 @@ class InvokeFailure:
 
 
 InvocationResult = Returned | FunctionError | InvokeFailure
+
+
+def with_request_id(result: InvocationResult, request_id: str) -> InvocationResult:
+    """`result` stamped with the invocation's request id, which failure records carry so a
+    failed batch can be found in the handler's logs; a failure to invoke has none."""
+    if isinstance(result, InvokeFailure) or not request_id:
+        return result
+    return replace(result, request_id=request_id)
+
 
 # ---------------------------------------------------------------- batch outcomes
 

@@ -24,7 +24,8 @@ import orjson
 
 from handlers.worker import OUT_OF_MEMORY, WorkerConfig, main
 from router.invoker import EXIT_ERROR, TIMED_OUT
-from router.outcomes import FunctionError, InvocationResult, Returned
+from router.outcomes import FunctionError, InvocationResult, Returned, with_request_id
+from router.telemetry import annotate_invocation
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +167,17 @@ class ProcessPoolInvoker:
         self, worker: Worker, event: dict[str, Any], started: float
     ) -> tuple[InvocationResult, bool]:
         remaining = self.function_timeout - (time.monotonic() - started)
-        request = (str(uuid.uuid4()), remaining, orjson.dumps(event))
+        request_id = str(uuid.uuid4())
+        annotate_invocation(request_id)
+        result, keep = await self._exchange(
+            worker, (request_id, remaining, orjson.dumps(event)), started
+        )
+        return with_request_id(result, request_id), keep
+
+    async def _exchange(
+        self, worker: Worker, request: tuple[str, float, bytes], started: float
+    ) -> tuple[InvocationResult, bool]:
+        remaining = request[1]
         try:
             await anyio.to_thread.run_sync(worker.conn.send, request)
             message = await anyio.to_thread.run_sync(

@@ -42,6 +42,8 @@ class Settlement:
     succeeded: list[SourceRecord] = field(default_factory=list)
     failed: list[SourceRecord] = field(default_factory=list)
     outcome: Outcome | None = None
+    request_id: str = ""
+    """The invocation's request id; empty when the handler was not reached."""
 
     @property
     def finished(self) -> list[SourceRecord]:
@@ -49,9 +51,11 @@ class Settlement:
         return self.filtered + self.succeeded
 
 
-def build_event(
-    records: list[SourceRecord], extra: dict[str, Any] | None = None
-) -> dict[str, Any]:
+def request_id_of(result: InvocationResult) -> str:
+    return getattr(result, "request_id", "")
+
+
+def build_event(records: list[SourceRecord], extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Lambda's event; `extra` adds top-level keys (tumbling windows: window, state, ...)."""
     event: dict[str, Any] = {"Records": [r.event for r in records]}
     if extra:
@@ -178,8 +182,9 @@ class BatchProcessor:
         settlement = Settlement(filtered=filtered)
         if not to_invoke:
             return settlement
-        outcome = await self.invoke(to_invoke)
+        outcome, result = await self.invoke_result(to_invoke)
         settlement.outcome = outcome
+        settlement.request_id = request_id_of(result)
         if isinstance(outcome, BatchSucceeded):
             settlement.succeeded = to_invoke
         elif isinstance(outcome, PartialFailure):

@@ -18,6 +18,7 @@ from pollers.checkpoints import CheckpointStore, MemoryCheckpoints
 from pollers.checkpoints_sqlite import CheckpointLockError, SqliteCheckpoints
 from pollers.dynamodb import dynamodb_poller
 from pollers.kinesis import kinesis_poller
+from pollers.pacing import PollPacer
 from pollers.sqs import SqsPoller
 from router.filters import compile_filter_criteria
 from router.http import HttpServer
@@ -64,6 +65,7 @@ def build_poller(
     stats: MappingStats,
     invoker: Invoker,
     checkpoints: CheckpointStore | None = None,
+    pacer: PollPacer | None = None,
 ) -> Poller:
     processor = BatchProcessor(
         invoker=invoker,
@@ -76,7 +78,7 @@ def build_poller(
         return SqsPoller(mapping, clients, processor, stats)
     if checkpoints is not None and mapping.kind in ("kinesis", "dynamodb"):
         make = kinesis_poller if mapping.kind == "kinesis" else dynamodb_poller
-        return make(mapping, clients, processor, stats, checkpoints)
+        return make(mapping, clients, processor, stats, checkpoints, pacer)
     raise UnsupportedMapping(
         f"mapping {mapping.name}: {mapping.kind} sources are not supported by this build"
     )
@@ -169,6 +171,7 @@ class Service:
             await _start_checkpoints(self.checkpoints)
         async with AwsClients(settings.aws_region) as clients:
             reserved = ReservedPools()  # reserved concurrency, shared by a function's mappings
+            pacer = PollPacer(settings.idle_polls_per_second)  # one budget for every quiet shard
             for name, mapping in settings.mappings.items():
                 stats = self.registry.add(name, mapping.kind)
                 if not mapping.enabled:
@@ -176,7 +179,7 @@ class Service:
                     continue
                 invoker = self.invokers[name] = build_invoker(mapping, settings, clients, reserved)
                 self.pollers[name] = build_poller(
-                    mapping, settings, clients, stats, invoker, self.checkpoints
+                    mapping, settings, clients, stats, invoker, self.checkpoints, pacer
                 )
             if self.metrics is None:
                 self.metrics, self._owns_metrics = Metrics.from_env(self.registry), True

@@ -42,16 +42,24 @@ def test_split_by_key_keeps_order_within_and_across_groups() -> None:
     assert [[r.item_id for r in g] for g in groups] == [["a1", "a2"], ["b1", "b2"]]
 
 
-def test_scaler_grows_with_backlog_up_to_maximum_and_sheds_when_idle() -> None:
-    scaler = ConcurrencyScaler(maximum=3)
-    assert scaler.target == 1
+def test_scaler_starts_at_lambdas_floor_of_two_grows_with_backlog_and_sheds_when_idle() -> None:
+    scaler = ConcurrencyScaler(maximum=4)
+    assert scaler.target == 2
     assert scaler.backlog() and scaler.backlog()
     assert not scaler.backlog()
+    assert scaler.target == 4
+    scaler.idle()
     assert scaler.target == 3
+    scaler.failing()
+    assert scaler.target == 2
     scaler.idle()
     assert scaler.target == 2
-    scaler.failing()
+
+
+def test_scaler_floor_never_exceeds_a_maximum_of_one() -> None:
+    scaler = ConcurrencyScaler(maximum=1)
     assert scaler.target == 1
+    assert not scaler.backlog()
     scaler.idle()
     assert scaler.target == 1
 

@@ -214,6 +214,21 @@ def test_region_comes_from_aws_region_then_aws_default_region() -> None:
     assert load_settings(both).aws_region == "ap-south-1"
 
 
+def test_idle_poll_budget_is_one_process_setting() -> None:
+    assert load_settings({}).idle_polls_per_second == 50
+    settings = load_settings({"SLUICEWAY_IDLE_POLLS_PER_SECOND": "2.5", **kinesis()})
+    assert settings.idle_polls_per_second == 2.5
+    assert settings.mappings["clicks"].idle_poll_max_seconds == 10
+
+
+def test_stream_only_fields_are_checked_against_their_own_defaults() -> None:
+    """An SQS mapping is rejected for a stream-only field only when it differs from the default."""
+    from config.rules import _STREAM_ONLY
+
+    for name, (default, _) in _STREAM_ONLY.items():
+        assert MappingConfig.model_fields[name].default == default, name
+
+
 def test_settings_read_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for key, value in sqs().items():
         monkeypatch.setenv(key, value)
@@ -270,6 +285,8 @@ REJECTIONS = [
      f"{M}ORDERS__MAXIMUM_RECORD_AGE_IN_SECONDS", "stream mappings only"),
     ("sqs-tumbling-window", sqs(tumbling_window_in_seconds="30"),
      f"{M}ORDERS__TUMBLING_WINDOW_IN_SECONDS", "stream mappings only"),
+    ("sqs-idle-poll-max", sqs(idle_poll_max_seconds="1"),
+     f"{M}ORDERS__IDLE_POLL_MAX_SECONDS", "stream mappings only"),
     ("sqs-destination-without-retry-attempts",
      sqs(destination_config__on_failure__destination=f"{QUEUE}-dlq"),
      f"{M}ORDERS__MAXIMUM_RETRY_ATTEMPTS", "from 0 to 10000"),
@@ -303,6 +320,8 @@ REJECTIONS = [
      f"{M}CLICKS__MAXIMUM_RECORD_AGE_IN_SECONDS", "-1 (no limit) or from 60 to 604800"),
     ("tumbling-window-over-900", kinesis(tumbling_window_in_seconds="901"),
      f"{M}CLICKS__TUMBLING_WINDOW_IN_SECONDS", "from 0 to 900"),
+    ("idle-poll-max-under-a-second", kinesis(idle_poll_max_seconds="0.5"),
+     f"{M}CLICKS__IDLE_POLL_MAX_SECONDS", "from 1 to 300 seconds"),
     ("memory-under-128", sqs(memory_size="64"), f"{M}ORDERS__MEMORY_SIZE", "from 128 to 10240"),
     ("zero-timeout", sqs(function_timeout="0"), f"{M}ORDERS__FUNCTION_TIMEOUT", "more than 0"),
     ("backoff-multiplier", sqs(visibility_backoff__multiplier="0.5"),
@@ -334,6 +353,10 @@ REJECTIONS = [
      "SLUICEWAY_HTTP__ENABLED", "true or false"),
     ("unknown-log-level", {"SLUICEWAY_LOG_LEVEL": "VERBOSE"}, "SLUICEWAY_LOG_LEVEL", "'DEBUG'"),
     ("unknown-log-format", {"SLUICEWAY_LOG_FORMAT": "xml"}, "SLUICEWAY_LOG_FORMAT", "'json'"),
+    ("idle-poll-budget-zero", {"SLUICEWAY_IDLE_POLLS_PER_SECOND": "0"},
+     "SLUICEWAY_IDLE_POLLS_PER_SECOND", "from 1 to 10000 calls per second"),
+    ("idle-poll-budget-not-a-number", {"SLUICEWAY_IDLE_POLLS_PER_SECOND": "lots"},
+     "SLUICEWAY_IDLE_POLLS_PER_SECOND", "number"),
     ("bad-region", {"AWS_REGION": "moon"}, "AWS_REGION", "an AWS region"),
     # unknown variables
     ("misspelt-mapping-field", sqs(batchsize="5"),

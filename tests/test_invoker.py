@@ -51,6 +51,14 @@ async def test_each_invocation_gets_a_fresh_request_id() -> None:
     assert first.payload["request_id"] != second.payload["request_id"]
 
 
+async def test_the_result_carries_the_request_id_the_handler_saw() -> None:
+    returned = await invoker("sync_handlers:echo").invoke(EVENT)
+    assert isinstance(returned, Returned)
+    assert returned.request_id == returned.payload["request_id"]
+    failed = await invoker("sync_handlers:boom").invoke(EVENT)
+    assert isinstance(failed, FunctionError) and len(failed.request_id) == 36
+
+
 async def test_the_context_describes_the_mapped_function() -> None:
     run = invoker(
         "sync_handlers:context_summary", memory_size=512, region="eu-west-1", account="123456789012"

@@ -26,7 +26,7 @@ from router.processor import BatchProcessor
 from router.records import SourceRecord
 from router.retry_policy import FailurePolicy
 from router.stats import MappingStats
-from tests.support import failures
+from tests.support import failures, recording
 from tests.support.sqs import drain, eventually, make_queue, running, send, settings_for, sqs_client
 from tests.support.streams import aws_client, make_stream, make_table, put
 
@@ -104,6 +104,8 @@ async def test_poison_batch_goes_to_the_sqs_destination_and_the_shard_moves_on()
     assert ordered_keys(record) == ordered_keys(SHAPES["kinesis_onfailure_sqs_function_error"])
     assert record["requestContext"]["condition"] == "RetryAttemptsExhausted"
     assert record["requestContext"]["approximateInvokeCount"] == 2
+    # The failed attempt's request id, so the record leads to that invocation's logs.
+    assert record["requestContext"]["requestId"] == failures.REQUEST_IDS[1]
     assert record["requestContext"]["functionArn"] == (
         "arn:aws:lambda:us-east-1:123456789012:function:k"
     )
@@ -495,6 +497,12 @@ async def test_sqs_mapping_sends_exhausted_messages_to_its_destination() -> None
     ]
     assert record["SQSBatchInfo"]["approximateReceiveCount"] == 2
     assert record["responseContext"]["functionError"] is None
+    attempts = [
+        c
+        for c, bodies in zip(recording.CONTEXTS, recording.BATCHES, strict=True)
+        if "fail-me" in bodies
+    ]
+    assert record["requestContext"]["requestId"] == attempts[-1].aws_request_id
     assert json.loads(record["payload"])["Records"][0]["body"] == "fail-me"
 
 

@@ -10,6 +10,8 @@ SIZES: list[int] = []
 """Records per invocation (0 for a tumbling window's final invoke)."""
 EVENTS: list[dict[str, Any]] = []
 """Every event, whole (window fields included)."""
+REQUEST_IDS: list[str] = []
+"""Each invocation's `context.aws_request_id`, in step with EVENTS."""
 _lock = threading.Lock()
 
 
@@ -17,6 +19,7 @@ def reset() -> None:
     with _lock:
         SIZES.clear()
         EVENTS.clear()
+        REQUEST_IDS.clear()
 
 
 def _data(record: dict[str, Any]) -> str:
@@ -31,10 +34,11 @@ def _seq(record: dict[str, Any]) -> str:
     return str(record["dynamodb"]["SequenceNumber"])
 
 
-def _note(event: dict[str, Any]) -> list[dict[str, Any]]:
+def _note(event: dict[str, Any], context: Any = None) -> list[dict[str, Any]]:
     with _lock:
         SIZES.append(len(event["Records"]))
         EVENTS.append(event)
+        REQUEST_IDS.append(getattr(context, "aws_request_id", ""))
     return list(event["Records"])
 
 
@@ -44,7 +48,7 @@ def payloads() -> list[str]:
 
 
 def raise_on_poison(event: dict[str, Any], context: Any) -> None:
-    if any("poison" in _data(r) for r in _note(event)):
+    if any("poison" in _data(r) for r in _note(event, context)):
         raise RuntimeError("poison record")
 
 
