@@ -185,6 +185,10 @@ class MappingConfig(_Section):
         Annotated[float, BeforeValidator(_epoch_seconds), at_least(0, " (Unix seconds)")] | None
     ) = None
     parallelization_factor: Annotated[int, between(1, 10)] = 1
+    poll_interval_seconds: Annotated[float, between(0.2, 300, " seconds")] | None = None
+    """Streams: the shortest time between GetRecords calls on one shard, busy or quiet. None
+    polls as often as the API allows (Kinesis 5 a second, DynamoDB Streams 4); 1 polls like
+    Lambda and leaves most of a Kinesis shard's 5 reads a second to the stream's other consumers."""
     idle_poll_max_seconds: Annotated[float, between(1, 300, " seconds")] = 10.0
     """Streams: the longest wait between GetRecords calls on a quiet shard, whatever the
     process's poll budget (`idle_polls_per_second`) allows; the first record after a quiet spell

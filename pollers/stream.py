@@ -135,6 +135,7 @@ class ShardReader:
         policy: RetryPolicy | None = None,
         idle_poll_max: float = IDLE_POLL_MAX_SECONDS,
         pacer: PollPacer | None = None,
+        poll_interval: float | None = None,
     ) -> None:
         self.api = api
         self.shard = shard
@@ -146,7 +147,9 @@ class ShardReader:
         self._batch_size = batch_size
         self._window = window
         self._lanes = max(1, parallelization)
-        self._idle_poll_max = max(idle_poll_max, api.min_poll_interval)
+        self._floor = max(api.min_poll_interval, poll_interval or 0.0)
+        """Shortest time between GetRecords calls: the API's limit, or the mapping's slower pace."""
+        self._idle_poll_max = max(idle_poll_max, self._floor)
         self._pacer = pacer or PollPacer()  # alone, a reader polls at the floor
         self._policy = policy or RetryPolicy()
         self._progress = ShardProgress()
@@ -226,7 +229,7 @@ class ShardReader:
     async def _read(self, sends: list[ObjectSendStream[list[SourceRecord]]]) -> bool:
         """Poll at the floor while records flow, at the pacer's rate when quiet; True at shard end."""
         iterator = await self._iterator()
-        floor = self.api.min_poll_interval
+        floor = self._floor
         first_quiet = True  # started, or records just stopped: the next quiet wait sets a phase
         while True:
             while self._progress.outstanding >= self._max_outstanding:

@@ -217,6 +217,7 @@ class StreamPoller:
                 parallelization=self.mapping.parallelization_factor,
                 policy=self._policy,
                 idle_poll_max=self.mapping.idle_poll_max_seconds,
+                poll_interval=self.mapping.poll_interval_seconds,
                 pacer=self._pacer,
             )
             self._readers[shard.shard_id] = reader

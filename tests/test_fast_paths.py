@@ -106,3 +106,24 @@ def test_idle_poll_wait_is_a_stream_setting_of_at_least_a_second() -> None:
         )
     with pytest.raises(ValidationError, match="stream mappings only"):
         MappingConfig(source=QUEUE, handler="bench.handlers:noop", idle_poll_max_seconds=5)
+
+
+def test_a_stream_mapping_may_poll_more_slowly_than_the_api_allows() -> None:
+    default = MappingConfig(source=STREAM, handler="bench.handlers:noop", starting_position="LATEST")
+    assert default.poll_interval_seconds is None  # the API's own limit
+    shared = MappingConfig(
+        source=STREAM,
+        handler="bench.handlers:noop",
+        starting_position="LATEST",
+        poll_interval_seconds=1,
+    )
+    assert shared.poll_interval_seconds == 1.0
+    with pytest.raises(ValidationError, match=r"must be from 0\.2 to 300"):
+        MappingConfig(
+            source=STREAM,
+            handler="bench.handlers:noop",
+            starting_position="LATEST",
+            poll_interval_seconds=0.1,
+        )
+    with pytest.raises(ValidationError, match="stream mappings only"):
+        MappingConfig(source=QUEUE, handler="bench.handlers:noop", poll_interval_seconds=1)

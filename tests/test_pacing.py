@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from statistics import mean
 
 import pytest
@@ -182,3 +183,40 @@ async def test_a_reader_asks_the_pacer_only_after_empty_pages_and_leaves_when_do
     assert firsts == [True, False, True, False, True]
     assert pacer.readers == 0
     assert await store.get("k", "shard-1") == SHARD_END
+
+
+class Clocked(ScriptedStream):
+    """Notes when each GetRecords call starts."""
+
+    def __init__(self, pages: list[int], pacer: PollPacer) -> None:
+        super().__init__(pages, pacer)
+        self.calls: list[float] = []
+
+    async def get_records(self, shard_id: str, iterator: str) -> RecordsPage:
+        self.calls.append(time.monotonic())
+        return await super().get_records(shard_id, iterator)
+
+
+@pytest.mark.anyio
+async def test_a_mappings_poll_interval_spaces_every_call_busy_or_quiet() -> None:
+    pacer = PollPacer()
+    api = Clocked([3, 0, 2, 0], pacer)
+    stats = MappingStats(mapping="k", kind="kinesis")
+    reader = ShardReader(
+        api=api,
+        shard=Shard("shard-1", (), True),
+        start=StartPosition("TRIM_HORIZON"),
+        scope="k",
+        store=MemoryCheckpoints(),
+        processor=BatchProcessor(invoker=Accept(), stats=stats),
+        stats=stats,
+        batch_size=10,
+        window=0,
+        idle_poll_max=30.0,
+        pacer=pacer,
+        poll_interval=0.3,
+    )
+    await reader.run()
+    gaps = [later - earlier for earlier, later in zip(api.calls, api.calls[1:], strict=False)]
+    assert len(gaps) == 3
+    assert all(gap >= 0.29 for gap in gaps)  # never sooner than the mapping's interval
