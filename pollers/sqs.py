@@ -49,6 +49,18 @@ def chunks(items: list[Any], size: int = SQS_BATCH_LIMIT) -> Iterable[list[Any]]
         yield items[start : start + size]
 
 
+def concurrency_cap(mapping: MappingConfig) -> int:
+    """Most batches in flight: MaximumConcurrency (else Lambda's ceiling), and never more than the
+    function's reserved concurrency, since a batch over it would be throttled and its messages
+    sent back to the queue, a receive closer to the DLQ without reaching the handler."""
+    cap = LAMBDA_SQS_MAX_CONCURRENCY
+    if mapping.scaling_config and mapping.scaling_config.maximum_concurrency:
+        cap = mapping.scaling_config.maximum_concurrency
+    if mapping.reserved_concurrency is not None:
+        cap = min(cap, max(1, mapping.reserved_concurrency))
+    return cap
+
+
 class SqsPoller:
     """Polls one queue for one mapping until `stop()` (graceful) or cancellation."""
 
@@ -69,9 +81,7 @@ class SqsPoller:
         self._wait_seconds = wait_seconds
         self._batch_size = mapping.effective_batch_size
         self._window = float(mapping.maximum_batching_window_in_seconds)
-        cap = LAMBDA_SQS_MAX_CONCURRENCY
-        if mapping.scaling_config and mapping.scaling_config.maximum_concurrency:
-            cap = mapping.scaling_config.maximum_concurrency
+        cap = concurrency_cap(mapping)
         self._scaler = ConcurrencyScaler(maximum=cap)
         processor.limiter = anyio.CapacityLimiter(cap)
         self._stopping = anyio.Event()

@@ -75,6 +75,13 @@ class ReservedInvoker:
         finally:
             self.pool.release()
 
+    def has_room(self) -> bool:
+        """Whether another invocation would run now: the pool has a slot and the target room."""
+        if self.pool.in_flight >= self.pool.limit:
+            return False
+        inner = getattr(self.inner, "has_room", None)
+        return bool(inner()) if inner is not None else True
+
     async def warm(self) -> float | None:
         warm = getattr(self.inner, "warm", None)
         return await warm() if warm is not None else None

@@ -10,8 +10,10 @@ import anyio
 import pytest
 
 from config import ConfigError, load_settings
+from config.mapping import MappingConfig
 from config.settings import Settings
 from pollers.aws import AwsClients
+from pollers.sqs import concurrency_cap
 from router.http_invoker import HttpInvoker
 from router.invoker import PythonInvoker
 from router.lambda_invoker import LambdaInvoker
@@ -19,6 +21,7 @@ from router.outcomes import InvokeFailure, Returned
 from router.process_pool import ProcessPoolInvoker
 from router.reserved import ConcurrencyPool, ReservedInvoker, ReservedPools, reserved_key
 from router.response import interpret
+from router.scaling import ConcurrencyScaler
 from router.service import UnsupportedMapping, build_invoker
 
 pytestmark = pytest.mark.anyio
@@ -153,3 +156,28 @@ async def test_reserved_concurrency_zero_throttles_every_invocation() -> None:
         result = await invoker.invoke({})
         assert isinstance(result, InvokeFailure) and result.throttled
     assert inner.calls == 0
+
+
+async def test_a_full_reserved_pool_has_no_room_so_pollers_do_not_grow_into_throttles() -> None:
+    pool = ConcurrencyPool("orders", 1)
+    invoker = ReservedInvoker(Slow(), pool)
+    assert invoker.has_room()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(invoker.invoke, {})
+        await anyio.sleep(0.02)
+        assert not invoker.has_room()
+    assert invoker.has_room()
+
+
+def test_an_sqs_mapping_never_keeps_more_batches_in_flight_than_reserved_concurrency() -> None:
+    def cap(**fields: Any) -> int:
+        mapping = MappingConfig(
+            source="arn:aws:sqs:us-east-1:000000000000:q", handler="m:f", **fields
+        )
+        return concurrency_cap(mapping)
+
+    assert cap() == 1250
+    assert cap(scaling_config={"maximum_concurrency": 5}) == 5
+    assert cap(scaling_config={"maximum_concurrency": 5}, reserved_concurrency=3) == 3
+    assert cap(reserved_concurrency=1) == 1  # Lambda's floor of 2 pollers would throttle one
+    assert ConcurrencyScaler(maximum=cap(reserved_concurrency=1)).target == 1
