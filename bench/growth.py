@@ -11,7 +11,8 @@ from typing import Any
 
 import anyio
 
-from bench.common import ChildRun, aws_env, median, python_child, run_child
+from bench import kinesis_e2e
+from bench.common import ChildRun, aws_env, median, run_child
 from bench.emulators import client, fill_stream, kinesalite, make_stream
 
 BATCH_SIZES = (10, 100, 1000, 10000)
@@ -25,21 +26,8 @@ def _point(
     endpoint: str, stream: str, arn: str, records: int, batch_size: int, repeats: int
 ) -> dict[str, float]:
     env = aws_env(kinesis=endpoint)
-    commands = {
-        "sluiceway": python_child(
-            "bench.consume",
-            "kinesis",
-            "--source",
-            arn,
-            "--expect",
-            str(records),
-            "--batch-size",
-            str(batch_size),
-        ),
-        "aiobotocore loop": python_child(
-            "bench.peers.kinesis_loop", "--stream", stream, "--expect", str(records)
-        ),
-    }
+    every = kinesis_e2e.consumers(stream, arn, endpoint, records, batch_size)
+    commands = {name: every[name] for name in ("sluiceway", "aiobotocore loop")}
     out: dict[str, float] = {}
     for name, command in commands.items():
         runs: list[ChildRun] = [run_child(command, env) for _ in range(repeats)]

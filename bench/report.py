@@ -28,6 +28,31 @@ def _ratio(ours: float | None, theirs: float | None) -> str:
     return f"{ours / theirs:.2f}x"
 
 
+def _peer_rows(
+    consumers: dict[str, dict[str, float]],
+    peers: tuple[str, ...],
+    measures: list[tuple[str, str, int, str]],
+) -> list[tuple[str, str, str, str, str]]:
+    """Sluiceway against each peer that ran: a row per (label, key, digits, aim) measure."""
+    ours = consumers.get("sluiceway", {})
+    out = []
+    for peer in peers:
+        theirs = consumers.get(peer)
+        if theirs is None:
+            continue
+        for label, key, digits, aim in measures:
+            out.append(
+                (
+                    f"{label} ({peer})",
+                    _f(ours.get(key), digits),
+                    _f(theirs[key], digits),
+                    _ratio(ours.get(key), theirs[key]),
+                    aim,
+                )
+            )
+    return out
+
+
 def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     """(measurement, Sluiceway, peer, ratio, aim) rows for what the run measured."""
     out: list[tuple[str, str, str, str, str]] = []
@@ -43,52 +68,25 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         )
     kin = results.get("kinesis_e2e")
     if kin:
-        c = kin["consumers"]
-        ours = c.get("sluiceway", {})
-        for peer in ("aiobotocore loop", "async-kinesis"):
-            if peer in c:
-                out.append(
-                    (
-                        f"Kinesis drain {kin['records']:,} rec / {kin['shards']} shards: s ({peer})",
-                        _f(ours.get("seconds")),
-                        _f(c[peer]["seconds"]),
-                        _ratio(ours.get("seconds"), c[peer]["seconds"]),
-                        "faster; ≤ 1.3x loop",
-                    )
-                )
-                out.append(
-                    (
-                        f"Kinesis CPU-s per 10k ({peer})",
-                        _f(ours.get("cpu_per_10k")),
-                        _f(c[peer]["cpu_per_10k"]),
-                        _ratio(ours.get("cpu_per_10k"), c[peer]["cpu_per_10k"]),
-                        "less; ≤ 1.3x loop",
-                    )
-                )
+        drain = f"Kinesis drain {kin['records']:,} rec / {kin['shards']} shards: s"
+        out += _peer_rows(
+            kin["consumers"],
+            ("aiobotocore loop", "async-kinesis"),
+            [
+                (drain, "seconds", 2, "faster; ≤ 1.3x loop"),
+                ("Kinesis CPU-s per 10k", "cpu_per_10k", 2, "less; ≤ 1.3x loop"),
+            ],
+        )
     sqs = results.get("sqs_e2e")
     if sqs:
-        c = sqs["consumers"]
-        ours = c.get("sluiceway", {})
-        for peer in ("aiobotocore loop", "sqs-consumer"):
-            if peer in c:
-                out.append(
-                    (
-                        f"SQS {sqs['messages']:,} msgs: msg/s ({peer})",
-                        _f(ours.get("rate"), 0),
-                        _f(c[peer]["rate"], 0),
-                        _ratio(ours.get("rate"), c[peer]["rate"]),
-                        "≥ both",
-                    )
-                )
-                out.append(
-                    (
-                        f"SQS CPU-s per 10k ({peer})",
-                        _f(ours.get("cpu_per_10k")),
-                        _f(c[peer]["cpu_per_10k"]),
-                        _ratio(ours.get("cpu_per_10k"), c[peer]["cpu_per_10k"]),
-                        "≤ 1.3x loop",
-                    )
-                )
+        out += _peer_rows(
+            sqs["consumers"],
+            ("aiobotocore loop", "sqs-consumer"),
+            [
+                (f"SQS {sqs['messages']:,} msgs: msg/s", "rate", 0, "≥ both"),
+                ("SQS CPU-s per 10k", "cpu_per_10k", 2, "≤ 1.3x loop"),
+            ],
+        )
     lat = results.get("latency")
     if lat:
         for source, peer, aim in (

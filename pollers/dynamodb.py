@@ -6,14 +6,9 @@ from typing import Any
 
 from config.mapping import MappingConfig
 from pollers.aws import AwsClients
-from pollers.checkpoints import CheckpointStore
 from pollers.dynamodb_records import to_source_record
-from pollers.pacing import PollPacer
 from pollers.shards import Shard, StartPosition, shard_from_listing
 from pollers.stream import RecordsPage
-from pollers.stream_poller import StreamPoller
-from router.processor import BatchProcessor
-from router.stats import MappingStats
 from router.telemetry import poll_span, set_count, source_name
 
 GET_RECORDS_LIMIT = 1000
@@ -85,22 +80,3 @@ class DynamoDbStreamApi:
             for raw in response.get("Records", [])
         ]
         return RecordsPage(records, response.get("NextShardIterator"))
-
-
-def dynamodb_poller(
-    mapping: MappingConfig,
-    clients: AwsClients,
-    processor: BatchProcessor,
-    stats: MappingStats,
-    store: CheckpointStore,
-    pacer: PollPacer | None = None,
-) -> StreamPoller:
-    return StreamPoller(
-        mapping,
-        DynamoDbStreamApi(clients, mapping),
-        processor,
-        stats,
-        store,
-        clients=clients,
-        pacer=pacer,
-    )

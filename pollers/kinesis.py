@@ -10,14 +10,9 @@ from botocore.utils import parse_timestamp
 
 from config.mapping import MappingConfig
 from pollers.aws import AwsClients
-from pollers.checkpoints import CheckpointStore
 from pollers.kinesis_records import to_source_records
-from pollers.pacing import PollPacer
 from pollers.shards import Shard, StartPosition, shard_from_listing
 from pollers.stream import RecordsPage
-from pollers.stream_poller import StreamPoller
-from router.processor import BatchProcessor
-from router.stats import MappingStats
 from router.telemetry import poll_span, set_count, source_name
 
 GET_RECORDS_LIMIT = 10_000
@@ -116,22 +111,3 @@ class KinesisApi:
         return RecordsPage(
             records, response.get("NextShardIterator"), response.get("MillisBehindLatest")
         )
-
-
-def kinesis_poller(
-    mapping: MappingConfig,
-    clients: AwsClients,
-    processor: BatchProcessor,
-    stats: MappingStats,
-    store: CheckpointStore,
-    pacer: PollPacer | None = None,
-) -> StreamPoller:
-    return StreamPoller(
-        mapping,
-        KinesisApi(clients, mapping),
-        processor,
-        stats,
-        store,
-        clients=clients,
-        pacer=pacer,
-    )

@@ -94,11 +94,6 @@ class BatchProcessor:
         self.stats.filtered_out += len(dropped)
         return keep, dropped
 
-    async def invoke(self, records: list[SourceRecord]) -> Outcome:
-        """Invoke the handler with `records` and apply AWS's response rules."""
-        outcome, _ = await self.invoke_result(records)
-        return outcome
-
     async def invoke_result(
         self,
         records: list[SourceRecord],
@@ -106,7 +101,8 @@ class BatchProcessor:
         *,
         require_state: bool = False,
     ) -> tuple[Outcome, InvocationResult]:
-        """Like `invoke`, also returning the raw result (a tumbling window's `state` is in it).
+        """Invoke the handler with `records`, apply AWS's response rules, and return the outcome
+        with the raw result (its request id; a tumbling window's `state` is in it).
 
         `require_state`: a returned response without `state` is a failed invocation, as in AWS.
         """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -16,10 +17,12 @@ from handlers.loader import HandlerLoadError
 from pollers.aws import AwsClients
 from pollers.checkpoints import CheckpointStore, MemoryCheckpoints
 from pollers.checkpoints_sqlite import CheckpointLockError, SqliteCheckpoints
-from pollers.dynamodb import dynamodb_poller
-from pollers.kinesis import kinesis_poller
+from pollers.dynamodb import DynamoDbStreamApi
+from pollers.kinesis import KinesisApi
 from pollers.pacing import PollPacer
 from pollers.sqs import SqsPoller
+from pollers.stream import StreamApi
+from pollers.stream_poller import StreamPoller
 from router.filters import compile_filter_criteria
 from router.http import HttpServer
 from router.invoker import Invoker
@@ -32,6 +35,11 @@ from router.targets import TargetError, build_target
 
 log = logging.getLogger(__name__)
 
+STREAM_APIS: dict[str, Callable[[AwsClients, MappingConfig], StreamApi]] = {
+    "kinesis": KinesisApi,
+    "dynamodb": DynamoDbStreamApi,
+}
+"""The stream API each stream source kind is read through; one StreamPoller serves both."""
 SHUTDOWN_GRACE_SECONDS = 5.0
 """Time beyond the longest function timeout that settling a batch may take on shutdown."""
 
@@ -77,8 +85,10 @@ def build_poller(
     if mapping.kind == "sqs":
         return SqsPoller(mapping, clients, processor, stats)
     if checkpoints is not None and mapping.kind in ("kinesis", "dynamodb"):
-        make = kinesis_poller if mapping.kind == "kinesis" else dynamodb_poller
-        return make(mapping, clients, processor, stats, checkpoints, pacer)
+        api = STREAM_APIS[mapping.kind](clients, mapping)
+        return StreamPoller(
+            mapping, api, processor, stats, checkpoints, clients=clients, pacer=pacer
+        )
     raise UnsupportedMapping(
         f"mapping {mapping.name}: {mapping.kind} sources are not supported by this build"
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import time
 from statistics import mean
+from typing import Any
 
 import pytest
 
@@ -157,12 +158,10 @@ class Accept:
         return Returned(None)
 
 
-@pytest.mark.anyio
-async def test_a_reader_asks_the_pacer_only_after_empty_pages_and_leaves_when_done() -> None:
-    pacer = CountingPacer()
-    api = ScriptedStream([0, 0, 2, 0, 0, 1, 0, 0], pacer)
-    store, stats = MemoryCheckpoints(), MappingStats(mapping="k", kind="kinesis")
-    reader = ShardReader(
+def reader_of(api: ScriptedStream, store: MemoryCheckpoints, **options: Any) -> ShardReader:
+    """A reader of the scripted shard with the stream's pacer and a mapping's 30 s quiet cap."""
+    stats = MappingStats(mapping="k", kind="kinesis")
+    return ShardReader(
         api=api,
         shard=Shard("shard-1", (), True),
         start=StartPosition("TRIM_HORIZON"),
@@ -173,9 +172,17 @@ async def test_a_reader_asks_the_pacer_only_after_empty_pages_and_leaves_when_do
         batch_size=10,
         window=0,
         idle_poll_max=30.0,
-        pacer=pacer,
+        pacer=api.pacer,
+        **options,
     )
-    await reader.run()
+
+
+@pytest.mark.anyio
+async def test_a_reader_asks_the_pacer_only_after_empty_pages_and_leaves_when_done() -> None:
+    pacer = CountingPacer()
+    api = ScriptedStream([0, 0, 2, 0, 0, 1, 0, 0], pacer)
+    store = MemoryCheckpoints()
+    await reader_of(api, store).run()
     assert api.readers_seen == [1] * 8
     # Every empty page but the last (the shard's end) waits as the pacer says, and the first
     # after the start or after records draws a phase; pages with records wait only the floor.
@@ -199,24 +206,8 @@ class Clocked(ScriptedStream):
 
 @pytest.mark.anyio
 async def test_a_mappings_poll_interval_spaces_every_call_busy_or_quiet() -> None:
-    pacer = PollPacer()
-    api = Clocked([3, 0, 2, 0], pacer)
-    stats = MappingStats(mapping="k", kind="kinesis")
-    reader = ShardReader(
-        api=api,
-        shard=Shard("shard-1", (), True),
-        start=StartPosition("TRIM_HORIZON"),
-        scope="k",
-        store=MemoryCheckpoints(),
-        processor=BatchProcessor(invoker=Accept(), stats=stats),
-        stats=stats,
-        batch_size=10,
-        window=0,
-        idle_poll_max=30.0,
-        pacer=pacer,
-        poll_interval=0.3,
-    )
-    await reader.run()
+    api = Clocked([3, 0, 2, 0], PollPacer())
+    await reader_of(api, MemoryCheckpoints(), poll_interval=0.3).run()
     gaps = [later - earlier for earlier, later in zip(api.calls, api.calls[1:], strict=False)]
     assert len(gaps) == 3
     assert all(gap >= 0.29 for gap in gaps)  # never sooner than the mapping's interval
