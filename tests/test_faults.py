@@ -12,7 +12,7 @@ import pytest
 from aiobotocore.session import get_session
 
 from pollers import leases
-from pollers.aws import CONNECT_TIMEOUT, AwsClients
+from pollers.aws import CONNECT_TIMEOUT, LONG_POLL_POOL, AwsClients
 from pollers.leases import LeaseTable
 from tests.support import recording
 from tests.support.fault_proxy import FaultProxy, FaultRates
@@ -118,3 +118,14 @@ async def test_every_network_call_is_bounded_and_a_stalled_call_is_cut(
                     await LeaseTable(dynamodb, unique("stalled")).list("scope")
                 assert time.monotonic() - began < 10
             assert proxy.counts["stall"] >= 1
+
+
+async def test_long_polls_have_a_connection_pool_of_their_own(moto_url: str) -> None:
+    # Quiet queues' long polls each hold a connection for 20 s; deletes must never queue behind them.
+    async with AwsClients("us-east-1") as clients:
+        settling = await clients.client("sqs")
+        polling = await clients.client("sqs", long_poll=True)
+        assert polling is not settling
+        assert polling is await clients.client("sqs", long_poll=True)
+        assert polling.meta.config.max_pool_connections == LONG_POLL_POOL
+        assert settling.meta.config.max_pool_connections == 100

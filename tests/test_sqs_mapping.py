@@ -280,6 +280,20 @@ async def test_mapping_waits_for_a_missing_queue_and_then_runs() -> None:
             assert stats.state == "Enabled"
 
 
+async def test_a_quiet_queue_keeps_a_second_poller_receiving_while_a_batch_runs() -> None:
+    async with sqs_client() as sqs:
+        url, _ = await make_queue(sqs, "two-pollers", visibility=600)
+        recording.BEHAVIOUR["sleep"] = 2.0  # within the default 3 s function timeout
+        async with running(settings_for({"q": mapping(url)})) as service:
+            stats = service.registry.mappings["q"]
+            await send(sqs, url, ["first"])
+            await eventually(lambda: len(recording.SEEN) == 1)
+            await send(sqs, url, ["second"])
+            await eventually(lambda: stats.polled == 2)
+            # Received while the first batch still runs, not after it was settled.
+            assert stats.deleted == 0 and stats.concurrency_target == 2
+
+
 async def test_concurrency_grows_with_backlog_and_respects_maximum() -> None:
     async with sqs_client() as sqs:
         url, _ = await make_queue(sqs, "scale")

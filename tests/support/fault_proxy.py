@@ -42,6 +42,8 @@ class FaultProxy:
     rates: FaultRates = field(default_factory=FaultRates)
     seed: int = 1
     counts: Counter[str] = field(default_factory=Counter)
+    operations: Counter[str] = field(default_factory=Counter)
+    """Calls per operation (X-Amz-Target, e.g. Kinesis_20131202.GetRecords), faulted or not."""
     url: str = ""
 
     async def __aenter__(self) -> FaultProxy:
@@ -90,6 +92,7 @@ class FaultProxy:
         body = await request.read()
         fault = self._pick()
         self.counts[fault or "passed"] += 1
+        self.operations[request.headers.get("X-Amz-Target", "")] += 1
         if fault == "throttle":
             return self._error(request, 400, "ThrottlingException")
         if fault == "error_500":
