@@ -1,7 +1,7 @@
 """Dispatch overhead with no network: Sluiceway's batch path against a bare loop.
 
 Both call the same no-op handler on the same batches of SQS-shaped records. Sluiceway's path is
-BatchBuilder → BatchProcessor.process (filter → invoke in a worker thread with Lambda's JSON copy
+BatchBuilder → BatchRunner.run (filter → invoke in a worker thread with Lambda's JSON copy
 of the event → interpret → settle), with tracing (an SDK TracerProvider whose batch processor
 drops the spans) and metrics (the service's meter provider) on; the bare loop calls the handler
 with `{"Records": [...]}`. Each batch's cost is also split into the parts the bare loop lacks,
@@ -19,17 +19,23 @@ import anyio
 import anyio.to_thread
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from sluiceway.config.filter_patterns import RecordFilter, compile_filter_criteria
+from sluiceway.core import telemetry
+from sluiceway.core.metrics import Metrics
+from sluiceway.core.stats import MappingStats, Registry
+from sluiceway.handlers.invoker import PythonInvoker, _json_copy
+from sluiceway.pollers.sqs_records import to_source_record
+from sluiceway.router.batching import BatchBuilder
+from sluiceway.router.records import SourceRecord
+from sluiceway.router.runner import (
+    BatchOrigin,
+    BatchRunner,
+    FailureHandling,
+    Settlement,
+    build_event,
+)
 
 from bench.common import median
-from pollers.sqs_records import to_source_record
-from router import telemetry
-from router.batching import BatchBuilder
-from router.filters import RecordFilter, compile_filter_criteria
-from router.invoker import PythonInvoker, _json_copy
-from router.metrics import Metrics
-from router.processor import BatchProcessor, build_event
-from router.records import SourceRecord
-from router.stats import MappingStats, Registry
 
 BATCH_SIZES = (1, 10, 100, 1000)
 QUEUE_ARN = "arn:aws:sqs:us-east-1:000000000000:bench"
@@ -100,17 +106,24 @@ async def sluiceway_rate(records: list[SourceRecord], size: int) -> float:
 
 
 async def _sluiceway_rate(records: list[SourceRecord], size: int, stats: MappingStats) -> float:
-    processor = BatchProcessor(
+    runner = BatchRunner(
         invoker=PythonInvoker("bench.dispatch:noop", function_timeout=60),
         stats=stats,
         record_filter=compile_filter_criteria(FILTER, "sqs"),
         report_batch_item_failures=True,
+        failures=FailureHandling(retry_in_place=False),
     )
-    await processor.invoker.warm()  # type: ignore[attr-defined]
+    await runner.invoker.warm()
+    origin = BatchOrigin("arn:aws:sqs:us-east-1:000000000000:bench")
+    settled: list[Settlement] = []
+
+    async def settle(settlement: Settlement) -> None:
+        settled.append(settlement)
+
     started = time.perf_counter()
     for batch in batches(records, size):
-        settlement = await processor.process(batch)
-        if len(settlement.succeeded) != len(batch):
+        await runner.run(batch, settle, origin)
+        if len(settled.pop().finished) != len(batch):
             raise RuntimeError("a benchmark batch did not succeed")
     return len(records) / (time.perf_counter() - started)
 

@@ -3,16 +3,16 @@
 Load with `load_settings()`; any invalid input raises ConfigError listing every problem.
 """
 
-from config.errors import MISSING, ConfigError, ConfigProblem
-from config.mapping import (
+from sluiceway.config.errors import MISSING, ConfigError, ConfigProblem
+from sluiceway.config.mapping import (
     DestinationConfig,
     MappingConfig,
     OnFailure,
     ScalingConfig,
     VisibilityBackoff,
 )
-from config.settings import CheckpointsConfig, HttpConfig, Settings, load_settings
-from config.sources import DestinationRef, SourceRef, parse_destination, parse_source
+from sluiceway.config.settings import CheckpointsConfig, HttpConfig, Settings, load_settings
+from sluiceway.config.sources import DestinationRef, SourceRef, parse_destination, parse_source
 
 __all__ = [
     "MISSING",

@@ -15,9 +15,8 @@ from typing import TYPE_CHECKING, Any, get_origin
 from pydantic.fields import FieldInfo
 from pydantic_settings import EnvSettingsSource
 from pydantic_settings.sources.utils import parse_env_vars
-
-from config.errors import ConfigProblem
-from config.schema import is_model, leaf_prefix, named_collection, unwrap
+from sluiceway.config.errors import ConfigProblem
+from sluiceway.config.schema import is_model, leaf_prefix, named_collection, unwrap
 
 if TYPE_CHECKING:
     from pydantic_settings import BaseSettings

@@ -13,8 +13,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BeforeValidator
 from pydantic_core import PydanticCustomError
-
-from config.sources import ACCOUNT, PARTITION, REGION, REGION_RE
+from sluiceway.config.sources import ACCOUNT, PARTITION, REGION, REGION_RE
 
 HandlerKind = Literal["python", "http", "lambda"]
 

@@ -22,9 +22,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
     YamlConfigSettingsSource,
 )
-
-from config.environment import CONFIG_FILE_VARIABLE
-from config.errors import ConfigProblem
+from sluiceway.config.environment import CONFIG_FILE_VARIABLE
+from sluiceway.config.errors import ConfigProblem
 
 if TYPE_CHECKING:
     from pydantic_settings import BaseSettings

@@ -25,8 +25,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
-
-from config.fields import (
+from sluiceway.config.fields import (
     HandlerKind,
     at_least,
     between,
@@ -36,8 +35,8 @@ from config.fields import (
     normalise_case,
     rule_error,
 )
-from config.rules import mapping_rule_problems
-from config.sources import (
+from sluiceway.config.rules import mapping_rule_problems
+from sluiceway.config.sources import (
     DestinationRef,
     SourceKind,
     SourceRef,

@@ -12,11 +12,16 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
-
-from config.environment import REGION_FIELD, EnvEntry, InvalidJson, env_name, valid_keys_rule
-from config.errors import MISSING, ConfigProblem
-from config.files import ConfigFile, dotted
-from config.schema import owner_at
+from sluiceway.config.environment import (
+    REGION_FIELD,
+    EnvEntry,
+    InvalidJson,
+    env_name,
+    valid_keys_rule,
+)
+from sluiceway.config.errors import MISSING, ConfigProblem
+from sluiceway.config.files import ConfigFile, dotted
+from sluiceway.config.schema import owner_at
 
 Loc = tuple[str | int, ...]
 _KEY_MARKER = "[key]"

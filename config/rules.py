@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pydantic_core import InitErrorDetails
-
-from config.fields import rule_error
+from sluiceway.config.fields import rule_error
+from sluiceway.config.filter_patterns import FilterPatternError, compile_filter_criteria
 
 if TYPE_CHECKING:
-    from config.mapping import MappingConfig
-    from config.sources import SourceRef
+    from sluiceway.config.mapping import MappingConfig
+    from sluiceway.config.sources import SourceRef
 
 _LABEL = {"kinesis": "a Kinesis stream", "dynamodb": "a DynamoDB stream"}
 _SQS_RETRIES = "an SQS mapping retries through the queue's visibility timeout and redrive policy"
@@ -179,12 +179,8 @@ def _starting_position_rules(mapping: MappingConfig, source: SourceRef) -> list[
 
 
 def _filter_rules(mapping: MappingConfig, source: SourceRef) -> list[RuleProblem]:
-    """Validate patterns with the router's own filter compiler, so config and runtime agree."""
+    """Validate patterns with the compiler the router filters with, so config and runtime agree."""
     if not mapping.filter_criteria:
-        return []
-    try:
-        from router.filters import FilterPatternError, compile_filter_criteria
-    except ImportError:  # a build without the router: the patterns are checked when it loads
         return []
     try:
         compile_filter_criteria(mapping.filter_criteria, source.kind)

@@ -25,8 +25,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
-
-from config.environment import (
+from sluiceway.config.environment import (
     CONFIG_FILE_VARIABLE,
     DELIMITER,
     ENV_PREFIX,
@@ -35,12 +34,18 @@ from config.environment import (
     scan_environment,
     unknown_variables,
 )
-from config.errors import ConfigError, ConfigProblem
-from config.fields import between, check_region, mapping_name_form, normalise_case, rule_error
-from config.files import ConfigFile, load_config_file
-from config.mapping import MappingConfig
-from config.report import Provenance
-from config.sources import TABLE_NAME
+from sluiceway.config.errors import ConfigError, ConfigProblem
+from sluiceway.config.fields import (
+    between,
+    check_region,
+    mapping_name_form,
+    normalise_case,
+    rule_error,
+)
+from sluiceway.config.files import ConfigFile, load_config_file
+from sluiceway.config.mapping import MappingConfig
+from sluiceway.config.report import Provenance
+from sluiceway.config.sources import TABLE_NAME
 
 Backend = Literal["sqlite", "dynamodb", "memory"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]

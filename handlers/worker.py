@@ -63,14 +63,13 @@ def limit_memory(memory_size_mb: int) -> None:
 
 def main(conn: Connection, config: WorkerConfig) -> None:
     """Entry point of the worker process."""
-    from handlers.context import LambdaContext, new_log_stream_name
+    from sluiceway.handlers.context import LambdaContext, new_log_stream_name
 
     log_stream_name = new_log_stream_name()
     os.environ.update(lambda_environment(config, log_stream_name))
     import orjson
-
-    from handlers.loader import HandlerLoadError, load_handler
-    from router.invoker import marshal_response
+    from sluiceway.handlers.invoker import marshal_response
+    from sluiceway.handlers.loader import HandlerLoadError, load_handler
 
     limit_memory(config.memory_size)
     started = time.perf_counter()

@@ -12,17 +12,17 @@ import logging
 from typing import Any
 
 import anyio
-
-from pollers.aws import AwsClients
-from pollers.leases import LeaseTable, TableLeases, replica_id
-from pollers.retry import call_with_retry
+from sluiceway.core.aws import AwsClients
+from sluiceway.core.aws_retry import call_with_retry
+from sluiceway.pollers.checkpoints import CheckpointStore
+from sluiceway.pollers.leases import LeaseTable, TableLeases, replica_id
 
 log = logging.getLogger(__name__)
 
 DEFAULT_LEASE_SECONDS = 10.0
 
 
-class DynamoCheckpoints:
+class DynamoCheckpoints(CheckpointStore):
     """`CheckpointStore` on a lease table; `leases_for(scope)` hands out each scope's leases."""
 
     def __init__(

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import anyio
+from sluiceway.pollers.checkpoints import CheckpointStore
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS checkpoints (
@@ -42,7 +43,7 @@ class CheckpointLockError(RuntimeError):
     """Another process holds the checkpoint file."""
 
 
-class SqliteCheckpoints:
+class SqliteCheckpoints(CheckpointStore):
     """`CheckpointStore` on a WAL-mode SQLite file; `open()` takes the file's exclusive lock."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from config.mapping import MappingConfig
-from pollers.aws import AwsClients
-from pollers.dynamodb_records import to_source_record
-from pollers.shards import Shard, StartPosition, shard_from_listing
-from pollers.stream import RecordsPage
-from router.telemetry import poll_span, set_count, source_name
+from sluiceway.config.mapping import MappingConfig
+from sluiceway.core.aws import AwsClients
+from sluiceway.core.telemetry import poll_span, set_count, source_name
+from sluiceway.pollers.dynamodb_records import to_source_record
+from sluiceway.pollers.shards import Shard, StartPosition, shard_from_listing
+from sluiceway.pollers.stream import RecordsPage
 
 GET_RECORDS_LIMIT = 1000
 """DynamoDB Streams' per-call maximum."""

@@ -11,8 +11,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-
-from router.records import SourceRecord
+from sluiceway.router.records import SourceRecord
 
 _STREAM_KEYS = (
     "ApproximateCreationDateTime",

@@ -7,13 +7,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from botocore.utils import parse_timestamp
-
-from config.mapping import MappingConfig
-from pollers.aws import AwsClients
-from pollers.kinesis_records import to_source_records
-from pollers.shards import Shard, StartPosition, shard_from_listing
-from pollers.stream import RecordsPage
-from router.telemetry import poll_span, set_count, source_name
+from sluiceway.config.mapping import MappingConfig
+from sluiceway.core.aws import AwsClients
+from sluiceway.core.telemetry import poll_span, set_count, source_name
+from sluiceway.pollers.kinesis_records import to_source_records
+from sluiceway.pollers.shards import Shard, StartPosition, shard_from_listing
+from sluiceway.pollers.stream import RecordsPage
 
 GET_RECORDS_LIMIT = 10_000
 """Kinesis's per-call maximum; batches are cut from what a call returns."""

@@ -12,9 +12,8 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-
-from pollers.kinesis_agg import deaggregate
-from router.records import SourceRecord
+from sluiceway.pollers.kinesis_agg import deaggregate
+from sluiceway.router.records import SourceRecord
 
 
 def _epoch(value: Any) -> float:

@@ -19,15 +19,14 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 from botocore.exceptions import ClientError
-
-from pollers.checkpoints import SHARD_END
-from pollers.lease_balance import ExpiryTracker, LeaseView, plan_takes
-from pollers.retry import call_with_retry, error_code
-from pollers.shards import Shard
+from sluiceway.core.aws_retry import call_with_retry, error_code
+from sluiceway.pollers.checkpoints import ReadyFor, ShardLeases
+from sluiceway.pollers.lease_balance import ExpiryTracker, LeaseView, plan_takes
+from sluiceway.pollers.shards import SHARD_END, Shard
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +34,6 @@ CALL_TIMEOUT_SECONDS = 10.0
 """Bound on one lease-table call, retries included, beyond botocore's own timeouts."""
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 
-ReadyFor = Callable[[dict[str, str | None]], set[str]]
-"""Given every shard's checkpoint, the shards that may be read now."""
 
 
 class LeaseTableError(RuntimeError):
@@ -256,79 +253,7 @@ class LeaseTable:
         return replace(lease, **changes)
 
 
-class ShardLeases(Protocol):
-    """What a stream poller asks of leases for one scope (mapping + stream)."""
-
-    owner: str
-    renew_interval: float
-    """Seconds between renewals (and scans): well inside the lease duration."""
-
-    async def sync(self, shards: list[Shard], ready: ReadyFor) -> None:
-        """Make sure every listed shard has a lease, take a fair share of the ready ones.
-
-        `ready` is given every shard's checkpoint as the store has it and names the shards that
-        may be read now (their parents are finished).
-        """
-        ...
-
-    def held(self) -> set[str]: ...
-
-    last_scan: list[Lease]
-    """Every lease of the scope as last read (empty for a single owner)."""
-
-    def expires_in(self, shard_id: str) -> float | None:
-        """Seconds until the lease counts as expired (None when free or not leased)."""
-        ...
-
-    async def renew(self) -> set[str]:
-        """Renew every held lease; returns the shards whose leases were lost."""
-        ...
-
-    async def release(self, shard_id: str) -> None: ...
-
-    async def release_all(self) -> None: ...
-
-
-class SingleOwnerLeases:
-    """Every shard is always held: one process owns the whole checkpoint store."""
-
-    owner = "local"
-    renew_interval = 3600.0
-
-    def __init__(self, store: Any, scope: str) -> None:
-        self._store = store
-        self._scope = scope
-        self._checkpoints: dict[str, str | None] = {}
-        self._held: set[str] = set()
-
-    async def sync(self, shards: list[Shard], ready: ReadyFor) -> None:
-        for shard in shards:
-            if shard.shard_id not in self._checkpoints:
-                self._checkpoints[shard.shard_id] = await self._store.get(
-                    self._scope, shard.shard_id
-                )
-        ready(dict(self._checkpoints))
-        self._held |= {shard.shard_id for shard in shards}
-
-    def held(self) -> set[str]:
-        return set(self._held)
-
-    last_scan: list[Lease] = []
-
-    def expires_in(self, shard_id: str) -> float | None:
-        return None
-
-    async def renew(self) -> set[str]:
-        return set()
-
-    async def release(self, shard_id: str) -> None:
-        return None
-
-    async def release_all(self) -> None:
-        return None
-
-
-class TableLeases:
+class TableLeases(ShardLeases):
     """One scope's leases in a `LeaseTable`, for one replica (`owner`)."""
 
     def __init__(

@@ -12,7 +12,8 @@ from collections.abc import Container, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from pollers.checkpoints import SHARD_END
+SHARD_END = "SHARD_END"
+"""Checkpoint of a closed shard that is finished; its children may start."""
 
 IteratorType = Literal["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP", "AFTER_SEQUENCE_NUMBER"]
 

@@ -22,19 +22,17 @@ from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
-
-from config.mapping import MappingConfig
-from pollers.aws import LONG_POLL_SECONDS, AwsClients
-from pollers.retry import call_with_retry, error_code
-from pollers.sqs_failures import sqs_failure_destination
-from pollers.sqs_records import to_source_record
-from router.batching import BatchBuilder, split_by_key
-from router.outcomes import BatchFailed
-from router.processor import BatchProcessor, Settlement
-from router.records import SourceRecord
-from router.scaling import LAMBDA_SQS_MAX_CONCURRENCY, ConcurrencyScaler
-from router.stats import MappingStats
-from router.telemetry import batch_span, poll_span, set_count
+from sluiceway.config.mapping import MappingConfig
+from sluiceway.core.aws import LONG_POLL_SECONDS, AwsClients
+from sluiceway.core.aws_retry import call_with_retry, error_code
+from sluiceway.core.stats import MappingStats
+from sluiceway.core.telemetry import poll_span, set_count
+from sluiceway.pollers.scaling import LAMBDA_SQS_MAX_CONCURRENCY, ConcurrencyScaler
+from sluiceway.pollers.sqs_records import to_source_record
+from sluiceway.router.batching import BatchBuilder, split_by_key
+from sluiceway.router.outcomes import BatchFailed
+from sluiceway.router.records import SourceRecord
+from sluiceway.router.runner import BatchOrigin, BatchRunner, Settlement
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +66,7 @@ class SqsPoller:
         self,
         mapping: MappingConfig,
         clients: AwsClients,
-        processor: BatchProcessor,
+        runner: BatchRunner,
         stats: MappingStats,
         *,
         wait_seconds: int = LONG_POLL_SECONDS,
@@ -76,14 +74,14 @@ class SqsPoller:
         self.mapping = mapping
         self.source = mapping.source_ref
         self._clients = clients
-        self._processor = processor
+        self._runner = runner
         self._stats = stats
         self._wait_seconds = wait_seconds
         self._batch_size = mapping.effective_batch_size
         self._window = float(mapping.maximum_batching_window_in_seconds)
         cap = concurrency_cap(mapping)
         self._scaler = ConcurrencyScaler(maximum=cap)
-        processor.limiter = anyio.CapacityLimiter(cap)
+        runner.limiter = anyio.CapacityLimiter(cap)
         self._stopping = anyio.Event()
         self._receive_scopes: set[anyio.CancelScope] = set()
         self._resolve_scope = anyio.CancelScope()
@@ -99,7 +97,6 @@ class SqsPoller:
         self.visibility_timeout = 30
         self.fifo = self.source.fifo
         self.redrive_policy: str | None = None
-        self._failures = sqs_failure_destination(mapping, clients, stats)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -109,8 +106,6 @@ class SqsPoller:
         self._resolve_scope.cancel()
         for scope in list(self._receive_scopes):
             scope.cancel()
-        if self._failures is not None:
-            self._failures.stop()
 
     async def resolve(self) -> None:
         """Find the queue and read the attributes the poller depends on (retries until reachable)."""
@@ -138,7 +133,8 @@ class SqsPoller:
         self.fifo = attributes.get("FifoQueue") == "true"
         self.queue_arn = attributes.get("QueueArn", self.source.arn)
         self.redrive_policy = attributes.get("RedrivePolicy")
-        if self.redrive_policy and self._failures is not None:
+        failures = self._runner.failures
+        if self.redrive_policy and failures.destination is not None and not failures.retry_in_place:
             log.warning(
                 "mapping %s: the queue has a redrive policy and the mapping an on-failure "
                 "destination; a message goes to whichever limit it reaches first",
@@ -225,8 +221,7 @@ class SqsPoller:
         now = time.monotonic()
         if now - self._grown_at < SCALE_UP_INTERVAL:
             return False
-        has_room = getattr(self._processor.invoker, "has_room", None)
-        if has_room is not None and not has_room():
+        if not self._runner.invoker.has_room():
             return False
         if not self._scaler.backlog():
             return False
@@ -332,42 +327,29 @@ class SqsPoller:
                 tg.start_soon(self._run_group, group)
 
     async def _run_group(self, records: list[SourceRecord]) -> None:
-        """Process and settle in one batch span, so the deletes show under their batch."""
-        with batch_span(records, self.mapping.name, "sqs"):
-            await self._process_and_settle(records)
-
-    async def _process_and_settle(self, records: list[SourceRecord]) -> None:
+        """The router runs the batch and calls `_settle` inside the batch's span, so the deletes
+        show under their batch."""
+        origin = BatchOrigin(self.queue_arn)
         try:
-            settlement = await self._processor.process(records)
+            await self._runner.run(records, self._settle, origin, stopping=self._stopping)
         except BaseException:
             # Nothing was settled: the messages reappear after their visibility timeout.
             self._forget(records)
             raise
+
+    async def _settle(self, settlement: Settlement) -> None:
         outcome = settlement.outcome
         if (
             isinstance(outcome, BatchFailed)
             and outcome.reached_handler
-            and not self._processor.report_batch_item_failures
+            and not self._runner.report_batch_item_failures
         ):
             self._scaler.failing()
         with anyio.CancelScope(shield=True):
-            await self._settle(settlement)
-
-    async def _settle(self, settlement: Settlement) -> None:
-        finished, failed = settlement.finished, settlement.failed
-        if self._failures is not None and failed:
-            exhausted = self._failures.exhausted(failed)
-            if exhausted:
-                sent = await self._failures.divert(
-                    exhausted, settlement.outcome, self.queue_arn, settlement.request_id
-                )
-                gone = {id(r) for r in sent}
-                finished = finished + sent
-                failed = [r for r in failed if id(r) not in gone]
-        async with anyio.create_task_group() as tg:
-            for chunk in chunks(finished):
-                tg.start_soon(self._delete, chunk)
-        await self._fail(failed)
+            async with anyio.create_task_group() as tg:
+                for chunk in chunks(settlement.finished):
+                    tg.start_soon(self._delete, chunk)
+            await self._fail(settlement.failed)
 
     async def _delete(self, records: list[SourceRecord]) -> None:
         """DeleteMessageBatch with per-entry failures retried; what cannot be deleted will reappear."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from router.records import SourceRecord
+from sluiceway.router.records import SourceRecord
 
 _STANDARD_ATTRIBUTES = (
     "ApproximateReceiveCount",

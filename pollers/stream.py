@@ -16,43 +16,29 @@ import logging
 import math
 import time
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import anyio
 import anyio.lowlevel
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from botocore.exceptions import ClientError
-
-from pollers.checkpoints import SHARD_END, CheckpointStore
-from pollers.lanes import ShardProgress, lane_for
-from pollers.pacing import PollPacer
-from pollers.retry import call_with_retry, error_code
-from pollers.shards import TRIM_HORIZON, Shard, StartPosition
-from pollers.windows import Window, WindowTracker, runs_by_window, state_too_large
-from router import telemetry
-from router.batching import BatchBuilder
-from router.bisect import bisect, failure_index
-from router.destinations import Destination
-from router.failure_record import (
-    RECORD_AGE_EXCEEDED,
-    RETRY_ATTEMPTS_EXHAUSTED,
-    FailureContext,
-    stream_failure_record,
-)
-from router.outcomes import BatchFailed, FunctionError, Outcome, PartialFailure, Returned
-from router.processor import BatchProcessor, request_id_of
-from router.records import SourceRecord
-from router.retry_policy import FailurePolicy, backoff_seconds, decide
-from router.stats import MappingStats
+from sluiceway.core.aws_retry import call_with_retry, error_code
+from sluiceway.core.stats import MappingStats
+from sluiceway.pollers.checkpoints import SHARD_END, CheckpointStore
+from sluiceway.pollers.lanes import ShardProgress, lane_for
+from sluiceway.pollers.pacing import PollPacer
+from sluiceway.pollers.shards import TRIM_HORIZON, Shard, StartPosition
+from sluiceway.pollers.windows import Window, WindowTracker, runs_by_window, state_too_large
+from sluiceway.router.batching import BatchBuilder
+from sluiceway.router.records import SourceRecord
+from sluiceway.router.runner import BatchOrigin, BatchRunner, Settlement
 
 log = logging.getLogger(__name__)
 
 IDLE_POLL_MAX_SECONDS = 10.0
 """Longest wait between GetRecords calls on a quiet shard by default, whatever the poll budget
 (`pollers.pacing`) allows; a mapping's `idle_poll_max_seconds` of 1 polls like Lambda."""
-RETRY_INITIAL_SECONDS = 0.5
-RETRY_MAX_SECONDS = 30.0
 WINDOW_GRACE_SECONDS = 1.0
 """How long after a tumbling window's end its final invoke waits for records still on their way
 (Lambda waits up to 2 minutes on a quiet shard; a record that comes later opens a new window)."""
@@ -84,38 +70,6 @@ _EXPIRED = "ExpiredIteratorException"
 _TRIMMED = "TrimmedDataAccessException"
 
 
-@dataclass
-class RetryPolicy:
-    """What to do with records a batch did not finish: the mapping's failure settings.
-
-    The defaults retry until the records succeed, as Lambda does with -1 / -1 / no bisect.
-    """
-
-    failure: FailurePolicy = field(default_factory=FailurePolicy)
-    destination: Destination | None = None
-    function_arn: str = ""
-    tumbling_window_seconds: int = 0
-    initial_seconds: float = field(default_factory=lambda: RETRY_INITIAL_SECONDS)
-    max_seconds: float = field(default_factory=lambda: RETRY_MAX_SECONDS)
-
-    def backoff(self, failures: int) -> float:
-        return backoff_seconds(failures, initial=self.initial_seconds, maximum=self.max_seconds)
-
-
-@dataclass
-class _Range:
-    """Records retried together: a batch, the rest after a partial failure, or a bisected half."""
-
-    records: list[SourceRecord]
-    retries: int = 0
-    invocations: int = 0
-    last: Outcome | None = None
-    request_id: str = ""
-    """The last invocation's request id, which a failure record for these records carries."""
-    origin: str | None = None
-    """Why this range exists apart from its batch ("partial", "bisect"): traced as a retry."""
-
-
 class ShardReader:
     """Reads one shard from `start` until its end or `stop()`."""
 
@@ -127,12 +81,12 @@ class ShardReader:
         start: StartPosition,
         scope: str,
         store: CheckpointStore,
-        processor: BatchProcessor,
+        runner: BatchRunner,
         stats: MappingStats,
         batch_size: int,
         window: float,
         parallelization: int = 1,
-        policy: RetryPolicy | None = None,
+        tumbling_window_seconds: int = 0,
         idle_poll_max: float = IDLE_POLL_MAX_SECONDS,
         pacer: PollPacer | None = None,
         poll_interval: float | None = None,
@@ -142,7 +96,7 @@ class ShardReader:
         self.start = start
         self._scope = scope
         self._store = store
-        self._processor = processor
+        self._runner = runner
         self._stats = stats
         self._batch_size = batch_size
         self._window = window
@@ -151,13 +105,13 @@ class ShardReader:
         """Shortest time between GetRecords calls: the API's limit, or the mapping's slower pace."""
         self._idle_poll_max = max(idle_poll_max, self._floor)
         self._pacer = pacer or PollPacer()  # alone, a reader polls at the floor
-        self._policy = policy or RetryPolicy()
+        self._tumbling_seconds = tumbling_window_seconds
+        self._origin = BatchOrigin(api.stream_arn, shard.shard_id)
         self._progress = ShardProgress()
         self._stopping = anyio.Event()
         self._read_scope = anyio.CancelScope()
         self._room = anyio.Event()
         self._checkpoint_lock = anyio.Lock()
-        self._delivery_scopes: set[anyio.CancelScope] = set()
         self._max_outstanding = max(2 * batch_size * self._lanes, 10_000)
         self.ended = False
 
@@ -165,8 +119,6 @@ class ShardReader:
         """Stop reading; the batches in flight finish and are checkpointed, queued ones are left."""
         self._stopping.set()
         self._read_scope.cancel()
-        for scope in list(self._delivery_scopes):
-            scope.cancel()
 
     async def run(self) -> None:
         """Read, dispatch and settle; on a clean end of shard, checkpoint SHARD_END."""
@@ -379,140 +331,15 @@ class ShardReader:
     async def _run_batch(
         self, records: list[SourceRecord], window: WindowTracker | None = None, lane: int = 0
     ) -> None:
-        """Invoke until every record is finished: handled, filtered out, or given up on (sent to
-        the on-failure destination, or dropped without one). Gives up early only when stopping,
-        leaving the rest unfinished (it is read again from the checkpoint)."""
-        kept, filtered = self._processor.apply_filter(records)
-        await self._finish(filtered)
-        policy = self._policy
-        work: deque[_Range] = deque([_Range(kept)] if kept else [])
-        failures = 0
-        while work and not self._stopping.is_set():
-            current = work[0]
-            now = time.time()
-            expired = [r for r in current.records if policy.failure.expired(r.arrival, now)]
-            if expired:
-                context = self._context(RECORD_AGE_EXCEEDED, current, invoked=False)
-                if not await self._give_up(expired, context):
-                    return
-                gone = {id(r) for r in expired}
-                current.records = [r for r in current.records if id(r) not in gone]
-                if not current.records:
-                    work.popleft()
-                    continue
-            outcome = await self._invoke(current, window, lane)
-            failed_at = None
-            if isinstance(outcome, PartialFailure):
-                ids = [r.item_id for r in current.records]
-                failed_at = failure_index(ids, outcome.failed_ids)
-            decision = decide(
-                outcome, failed_at, len(current.records), current.retries, policy.failure
-            )
-            done, rest = current.records[: decision.finished], current.records[decision.finished :]
-            await self._finish(done)
-            if decision.action == "done":
-                work.popleft()
-                failures = 0
-            elif decision.action == "give_up":
-                if not await self._give_up(rest, self._context(RETRY_ATTEMPTS_EXHAUSTED, current)):
-                    return
-                work.popleft()
-                failures = 0
-            elif decision.action == "split":
-                work[0] = _Range(rest, origin="partial")
-            elif decision.action == "bisect":
-                left, right = bisect(rest)
-                work.popleft()
-                work.extendleft([_Range(right, origin="bisect"), _Range(left, origin="bisect")])
-            else:
-                current.records, current.retries = rest, decision.retries
-                failures += 1
-                await self._pause(policy.backoff(failures))
-
-    async def _invoke(self, current: _Range, window: WindowTracker | None, lane: int) -> Outcome:
-        """One invocation of a range; a windowed one carries and takes back the window's state."""
-        opened: Window | None = None
-        extra = None
-        if window is not None:
-            opened = window.window_for(current.records[0])
-            extra = opened.event_fields(self.shard.shard_id, self.api.stream_arn)
-        retrying = current.invocations > 0 or current.origin is not None
-        reason = current.origin if current.invocations == 0 else type(current.last).__name__
-        with (
-            telemetry.retry_span(current.invocations, len(current.records), reason)
-            if retrying
-            else contextlib.nullcontext()
-        ):
-            outcome, result = await self._processor.invoke_result(
-                current.records, extra, require_state=window is not None
-            )
-        current.invocations += 1
-        current.last = outcome
-        current.request_id = request_id_of(result) or current.request_id
-        if (
-            window is not None
-            and opened is not None
-            and isinstance(result, Returned)
-            and not (isinstance(outcome, BatchFailed) and outcome.error is None)
-            and isinstance(result.payload, dict)
-        ):
-            opened.state = result.payload["state"]
-            window.current = opened
-            if state_too_large(opened.state):
-                await self._close_window(window, lane, early=True)
-            else:
-                await self._store.set_window(self._scope, self._window_key(lane), opened.dumps())
-        return outcome
-
-    def _context(self, condition: str, current: _Range, *, invoked: bool = True) -> FailureContext:
-        last = current.last
-        error = last.error if isinstance(last, BatchFailed) else None
-        return FailureContext(
-            condition=condition,  # type: ignore[arg-type]
-            function_arn=self._policy.function_arn,
-            invoke_count=current.invocations,
-            request_id=current.request_id,
-            function_error=error.function_error if isinstance(error, FunctionError) else None,
-            invoked=invoked,
+        """The router runs the batch to its end (or to a stop); each finished part is
+        checkpointed as soon as the router settles it."""
+        hooks = None if window is None else _WindowState(self, window, lane)
+        await self._runner.run(
+            records, self._settle, self._origin, stopping=self._stopping, window=hooks
         )
 
-    async def _give_up(self, records: list[SourceRecord], context: FailureContext) -> bool:
-        """Send `records` to the destination (or drop them), then finish them; False if stopped
-        before the destination accepted them (they stay unfinished: nothing is lost)."""
-        destination = self._policy.destination
-        if destination is None:
-            self._stats.dropped += len(records)
-            log.warning(
-                "%s: dropping %d records of %s (%s, no on-failure destination)",
-                self._stats.mapping,
-                len(records),
-                self.shard.shard_id,
-                context.condition,
-            )
-        else:
-            now = time.time()
-            events = [r.event for r in records]
-            record = stream_failure_record(
-                events,
-                [r.arrival for r in records],
-                shard_id=self.shard.shard_id,
-                stream_arn=self.api.stream_arn,
-                context=context,
-                now=now,
-            )
-            with anyio.CancelScope() as scope:
-                self._delivery_scopes.add(scope)
-                try:
-                    if self._stopping.is_set():
-                        scope.cancel()
-                    await destination.deliver(record, events, self.shard.shard_id, now)
-                finally:
-                    self._delivery_scopes.discard(scope)
-            if scope.cancelled_caught:
-                return False
-            self._stats.destination_delivered += len(records)
-        await self._finish(records)
-        return True
+    async def _settle(self, settlement: Settlement) -> None:
+        await self._finish(settlement.finished)
 
     # ------------------------------------------------------------------ tumbling windows
 
@@ -521,7 +348,7 @@ class ShardReader:
         return self.shard.shard_id if self._lanes == 1 else f"{self.shard.shard_id}#{lane}"
 
     async def _load_window(self, lane: int) -> WindowTracker | None:
-        seconds = self._policy.tumbling_window_seconds
+        seconds = self._tumbling_seconds
         if seconds <= 0:
             return None
         tracker = WindowTracker(seconds)
@@ -539,20 +366,9 @@ class ShardReader:
         extra = current.event_fields(
             self.shard.shard_id, self.api.stream_arn, final=True, early=early
         )
-        failures = 0
-        while not self._stopping.is_set():
-            outcome, _ = await self._processor.invoke_result([], extra)
-            if not isinstance(outcome, BatchFailed):
-                window.current = None
-                await self._store.set_window(self._scope, self._window_key(lane), None)
-                return
-            failures += 1
-            await self._pause(self._policy.backoff(failures))
-
-    async def _pause(self, seconds: float) -> None:
-        """Backoff that a graceful stop cuts short."""
-        with anyio.move_on_after(seconds):
-            await self._stopping.wait()
+        if await self._runner.invoke_until_accepted(extra, self._stopping):
+            window.current = None
+            await self._store.set_window(self._scope, self._window_key(lane), None)
 
     async def _finish(self, records: list[SourceRecord]) -> None:
         if not records:
@@ -568,3 +384,32 @@ class ShardReader:
                     await self._store.set(self._scope, self.shard.shard_id, moved)
                 view["checkpoint"] = moved
         self._room.set()
+
+
+class _WindowState:
+    """A lane's tumbling window as the router sees it: the fields an invocation carries, and
+    the state it returns (saved beside the checkpoint, or closing the window when too large)."""
+
+    def __init__(self, reader: ShardReader, window: WindowTracker, lane: int) -> None:
+        self._reader = reader
+        self._window = window
+        self._lane = lane
+        self._opened: Window | None = None
+
+    def fields(self, records: list[SourceRecord]) -> dict[str, Any]:
+        self._opened = self._window.window_for(records[0])
+        reader = self._reader
+        return self._opened.event_fields(reader.shard.shard_id, reader.api.stream_arn)
+
+    async def returned(self, state: dict[str, Any]) -> None:
+        opened = self._opened
+        if opened is None:
+            return
+        opened.state = state
+        self._window.current = opened
+        reader = self._reader
+        if state_too_large(opened.state):
+            await reader._close_window(self._window, self._lane, early=True)
+        else:
+            key = reader._window_key(self._lane)
+            await reader._store.set_window(reader._scope, key, opened.dumps())

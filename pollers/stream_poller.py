@@ -10,44 +10,20 @@ import math
 import time
 
 import anyio
-
-from config.mapping import MappingConfig
-from handlers.context import function_arn
-from pollers.aws import AwsClients
-from pollers.checkpoints import SHARD_END, CheckpointStore
-from pollers.leases import ShardLeases, SingleOwnerLeases
-from pollers.pacing import PollPacer
-from pollers.retry import call_with_retry, error_code
-from pollers.shards import Lineage, Shard, StartPosition
-from pollers.stream import RetryPolicy, ShardReader, StreamApi
-from router.destinations import mapping_destination
-from router.logs import bind as bind_log_context
-from router.processor import BatchProcessor
-from router.retry_policy import FailurePolicy
-from router.stats import MappingStats
+from sluiceway.config.mapping import MappingConfig
+from sluiceway.core.aws_retry import call_with_retry, error_code
+from sluiceway.core.logs import bind as bind_log_context
+from sluiceway.core.stats import MappingStats
+from sluiceway.pollers.checkpoints import SHARD_END, CheckpointStore, ShardLeases
+from sluiceway.pollers.pacing import PollPacer
+from sluiceway.pollers.shards import Lineage, Shard, StartPosition
+from sluiceway.pollers.stream import ShardReader, StreamApi
+from sluiceway.router.runner import BatchRunner
 
 log = logging.getLogger(__name__)
 
 DISCOVERY_INTERVAL_SECONDS = 10.0
 """How often the shard list is read again (also at once whenever a shard ends)."""
-
-
-def retry_policy(
-    mapping: MappingConfig, stats: MappingStats, clients: AwsClients | None
-) -> RetryPolicy:
-    """The mapping's failure settings as the shard readers apply them."""
-    source = mapping.source_ref
-
-    return RetryPolicy(
-        failure=FailurePolicy(
-            maximum_retry_attempts=mapping.maximum_retry_attempts,
-            maximum_record_age_seconds=mapping.maximum_record_age_in_seconds,
-            bisect=mapping.bisect_batch_on_function_error,
-        ),
-        destination=mapping_destination(mapping, clients, stats),
-        function_arn=function_arn(source.region, source.account, mapping.effective_function_name),
-        tumbling_window_seconds=mapping.tumbling_window_in_seconds or 0,
-    )
 
 
 def starting_position(mapping: MappingConfig) -> StartPosition:
@@ -64,21 +40,19 @@ class StreamPoller:
         self,
         mapping: MappingConfig,
         api: StreamApi,
-        processor: BatchProcessor,
+        runner: BatchRunner,
         stats: MappingStats,
         store: CheckpointStore,
         *,
         discovery_interval: float = DISCOVERY_INTERVAL_SECONDS,
-        clients: AwsClients | None = None,
         pacer: PollPacer | None = None,
     ) -> None:
         self.mapping = mapping
         self.api = api
-        self._processor = processor
+        self._runner = runner
         self._stats = stats
         self._store = store
         self._interval = discovery_interval
-        self._policy = retry_policy(mapping, stats, clients)
         self._pacer = pacer or PollPacer()  # the service shares one among all its stream mappings
         self._lineage = Lineage(starting_position(mapping))
         self._readers: dict[str, ShardReader] = {}
@@ -136,19 +110,14 @@ class StreamPoller:
             # Graceful hand-off: owners cleared so other replicas take the shards at once.
             with anyio.CancelScope(shield=True), anyio.move_on_after(10):
                 await leases.release_all()
+            self._stats.leases = len(leases.held())
         self._stats.state = "Disabled"
 
     async def _open_leases(self) -> ShardLeases:
-        """The store's leases for this scope (DynamoDB), or every shard held (memory, SQLite)."""
-        leases_for = getattr(self._store, "leases_for", None)
-        if leases_for is None:
-            return SingleOwnerLeases(self._store, self.scope)
-        start = getattr(self._store, "start", None)
-        if start is not None:
-            await call_with_retry(start, on_error=self._note_error, retry_all=True)
-        leases: ShardLeases = leases_for(self.scope)
-        if hasattr(leases, "on_lost"):
-            leases.on_lost = self._lease_lost
+        """The store's leases for this scope: every shard (memory, SQLite) or a share (DynamoDB)."""
+        await call_with_retry(self._store.start, on_error=self._note_error, retry_all=True)
+        leases = self._store.leases_for(self.scope)
+        leases.on_lost = self._lease_lost
         return leases
 
     def _lease_lost(self, shard_id: str) -> None:
@@ -170,6 +139,7 @@ class StreamPoller:
 
     def _stop_unheld(self, leases: ShardLeases) -> None:
         held = leases.held()
+        self._stats.leases = len(held)
         for shard_id in list(self._readers):
             if shard_id not in held:
                 self._lease_lost(shard_id)
@@ -210,12 +180,12 @@ class StreamPoller:
                 start=position,
                 scope=self.scope,
                 store=self._store,
-                processor=self._processor,
+                runner=self._runner,
                 stats=self._stats,
                 batch_size=self.mapping.effective_batch_size,
                 window=float(self.mapping.maximum_batching_window_in_seconds),
                 parallelization=self.mapping.parallelization_factor,
-                policy=self._policy,
+                tumbling_window_seconds=self.mapping.tumbling_window_in_seconds or 0,
                 idle_poll_max=self.mapping.idle_poll_max_seconds,
                 poll_interval=self.mapping.poll_interval_seconds,
                 pacer=self._pacer,
@@ -263,3 +233,4 @@ class StreamPoller:
         if self._leases is not None and (reader.ended or shard_id not in self._leases.held()):
             with anyio.CancelScope(shield=True), anyio.move_on_after(10):
                 await self._leases.release(shard_id)
+            self._stats.leases = len(self._leases.held())

@@ -14,8 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-
-from router.records import SourceRecord
+from sluiceway.router.records import SourceRecord
 
 MAX_STATE_BYTES = 1024 * 1024
 """Lambda's cap on a window's state per shard; a bigger state ends the window early."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from router.records import SourceRecord
+from sluiceway.router.records import SourceRecord
 
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 """Lambda's synchronous invocation payload limit, fixed for every event source mapping."""

@@ -13,14 +13,13 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-
-from config.mapping import MappingConfig
-from config.sources import DestinationRef
-from pollers.aws import AwsClients
-from pollers.retry import call_with_retry, error_code
-from router import telemetry
-from router.failure_record import mapping_uuid, s3_key, with_payload
-from router.stats import MappingStats
+from sluiceway.config.mapping import MappingConfig
+from sluiceway.config.sources import DestinationRef
+from sluiceway.core import telemetry
+from sluiceway.core.aws import AwsClients
+from sluiceway.core.aws_retry import call_with_retry, error_code
+from sluiceway.core.stats import MappingStats
+from sluiceway.router.failure_record import mapping_uuid, s3_key, with_payload
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +41,11 @@ class Destination:
         clients: AwsClients,
         *,
         mapping_uuid: str,
-        region: str,
         on_error: Callable[[BaseException], None] | None = None,
     ) -> None:
         self.ref = ref
         self._clients = clients
         self._mapping_uuid = mapping_uuid
-        self._region = region
         self._on_error = on_error
         self._queue_url: str | None = None
 
@@ -136,13 +133,12 @@ def build_destination(
     clients: AwsClients | None,
     *,
     mapping_uuid: str,
-    region: str,
     on_error: Callable[[BaseException], None] | None = None,
 ) -> Destination | None:
     """A destination when the mapping names one and clients exist (tests may run without)."""
     if ref is None or clients is None:
         return None
-    return Destination(ref, clients, mapping_uuid=mapping_uuid, region=region, on_error=on_error)
+    return Destination(ref, clients, mapping_uuid=mapping_uuid, on_error=on_error)
 
 
 def mapping_destination(
@@ -157,6 +153,5 @@ def mapping_destination(
         mapping.on_failure_destination,
         clients,
         mapping_uuid=mapping_uuid(mapping.name),
-        region=mapping.source_ref.region,
         on_error=delivery_failed,
     )

@@ -13,16 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from router.outcomes import (
-    BatchFailed,
-    BatchSucceeded,
-    FunctionError,
-    InvocationResult,
-    InvokeFailure,
-    Outcome,
-    PartialFailure,
-    Returned,
-)
+from sluiceway.handlers.results import FunctionError, InvocationResult, InvokeFailure, Returned
+from sluiceway.router.outcomes import BatchFailed, BatchSucceeded, Outcome, PartialFailure
 
 _FAILURES = "batchItemFailures"
 _ID = "itemIdentifier"

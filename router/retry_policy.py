@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from sluiceway.router.outcomes import BatchFailed, BatchSucceeded, Outcome, PartialFailure
 from tenacity import RetryCallState, wait_exponential_jitter
-
-from router.outcomes import BatchFailed, BatchSucceeded, Outcome, PartialFailure
 
 Action = Literal["done", "retry", "split", "bisect", "give_up"]
 

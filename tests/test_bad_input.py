@@ -9,8 +9,8 @@ import base64
 from typing import Any
 
 import pytest
+from sluiceway.config import ConfigError, load_settings
 
-from config import ConfigError, load_settings
 from tests.support import recording
 from tests.support.sqs import (
     drain,

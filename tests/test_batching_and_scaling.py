@@ -5,12 +5,11 @@ from __future__ import annotations
 import anyio
 import pytest
 from botocore.exceptions import ClientError
-
-from pollers.retry import call_with_retry, is_retryable
-from pollers.sqs_records import to_lambda_record
-from router.batching import MAX_PAYLOAD_BYTES, BatchBuilder, split_by_key
-from router.records import SourceRecord
-from router.scaling import ConcurrencyScaler
+from sluiceway.core.aws_retry import call_with_retry, is_retryable
+from sluiceway.pollers.scaling import ConcurrencyScaler
+from sluiceway.pollers.sqs_records import to_lambda_record
+from sluiceway.router.batching import MAX_PAYLOAD_BYTES, BatchBuilder, split_by_key
+from sluiceway.router.records import SourceRecord
 
 
 def rec(item: str, size: int = 10, key: str | None = None) -> SourceRecord:

@@ -8,10 +8,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from sluiceway.app.service import UnsupportedMapping, build_checkpoints
+from sluiceway.pollers.checkpoints import SHARD_END, CheckpointStore, MemoryCheckpoints
+from sluiceway.pollers.checkpoints_sqlite import CheckpointLockError, SqliteCheckpoints
 
-from pollers.checkpoints import SHARD_END, CheckpointStore, MemoryCheckpoints
-from pollers.checkpoints_sqlite import CheckpointLockError, SqliteCheckpoints
-from router.service import UnsupportedMapping, build_checkpoints
 from tests.support.sqs import settings_for
 
 pytestmark = pytest.mark.anyio
@@ -49,7 +49,7 @@ def test_second_process_refuses_the_same_file(tmp_path: Path) -> None:
     try:
         code = textwrap.dedent(
             f"""
-            from pollers.checkpoints_sqlite import CheckpointLockError, SqliteCheckpoints
+            from sluiceway.pollers.checkpoints_sqlite import CheckpointLockError, SqliteCheckpoints
             try:
                 SqliteCheckpoints({str(path)!r}).open()
             except CheckpointLockError as exc:
@@ -88,7 +88,7 @@ def test_service_refuses_to_start_on_a_locked_file(tmp_path: Path) -> None:
 
 
 def test_dynamodb_backend_builds_a_lease_store() -> None:
-    from pollers.checkpoints_dynamodb import DynamoCheckpoints
+    from sluiceway.pollers.checkpoints_dynamodb import DynamoCheckpoints
 
     settings = settings_for(
         {},

@@ -18,7 +18,7 @@ import pytest
 from tests.support.sqs import count_messages, eventually, make_queue, send, sqs_client
 from tests.support.streams import aws_client, make_stream
 
-SLUICEWAY = [sys.executable, "-m", "router.cli"]
+SLUICEWAY = [sys.executable, "-m", "sluiceway.app"]
 
 
 def _env(moto_url: str, **extra: str) -> dict[str, str]:
@@ -45,7 +45,7 @@ def test_invalid_configuration_names_the_variable_and_the_rule(moto_url: str) ->
     env = _env(
         moto_url,
         SLUICEWAY_MAPPINGS__ORDERS__SOURCE="arn:aws:sqs:us-east-1:123456789012:orders.fifo",
-        SLUICEWAY_MAPPINGS__ORDERS__HANDLER="handlers.examples.orders:handler",
+        SLUICEWAY_MAPPINGS__ORDERS__HANDLER="sluiceway.handlers.examples.orders:handler",
         SLUICEWAY_MAPPINGS__ORDERS__BATCH_SIZE="50",
         SLUICEWAY_MAPPINGS__ORDERS__SCALING_CONFIG__MAXIMUM_CONCURRENCY="1",
     )
@@ -63,7 +63,7 @@ async def test_check_reaches_queues_and_loads_handlers(moto_url: str) -> None:
     good = _env(
         moto_url,
         SLUICEWAY_MAPPINGS__ORDERS__SOURCE=url,
-        SLUICEWAY_MAPPINGS__ORDERS__HANDLER="handlers.examples.orders:handler",
+        SLUICEWAY_MAPPINGS__ORDERS__HANDLER="sluiceway.handlers.examples.orders:handler",
     )
     with anyio.fail_after(60):
         result = await anyio.run_process([*SLUICEWAY, "check"], env=good, check=False)
@@ -94,7 +94,7 @@ async def test_run_serves_health_processes_messages_and_exits_cleanly_on_sigterm
         env = _env(
             moto_url,
             SLUICEWAY_MAPPINGS__ORDERS__SOURCE=url,
-            SLUICEWAY_MAPPINGS__ORDERS__HANDLER="handlers.examples.orders:handler",
+            SLUICEWAY_MAPPINGS__ORDERS__HANDLER="sluiceway.handlers.examples.orders:handler",
             SLUICEWAY_MAPPINGS__ORDERS__FUNCTION_RESPONSE_TYPES='["ReportBatchItemFailures"]',
             SLUICEWAY_HTTP__PORT=str(port),
             SLUICEWAY_HTTP__HOST="127.0.0.1",
@@ -166,7 +166,7 @@ async def test_stream_failure_settings_are_accepted_and_checked(moto_url: str) -
     env = _env(
         moto_url,
         SLUICEWAY_MAPPINGS__CLICKS__SOURCE=stream_arn,
-        SLUICEWAY_MAPPINGS__CLICKS__HANDLER="handlers.examples.audit:handler",
+        SLUICEWAY_MAPPINGS__CLICKS__HANDLER="sluiceway.handlers.examples.audit:handler",
         SLUICEWAY_MAPPINGS__CLICKS__STARTING_POSITION="TRIM_HORIZON",
         SLUICEWAY_MAPPINGS__CLICKS__MAXIMUM_RETRY_ATTEMPTS="3",
         SLUICEWAY_MAPPINGS__CLICKS__MAXIMUM_RECORD_AGE_IN_SECONDS="3600",

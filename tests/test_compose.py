@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 import yaml
-
-from config import load_settings
+from sluiceway.config import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
-
-from config import (
+from sluiceway.config import (
     ConfigError,
     ConfigProblem,
     MappingConfig,
@@ -25,7 +24,7 @@ FIFO_URL = "http://localhost:4566/000000000000/payments.fifo"
 STREAM = "arn:aws:kinesis:us-east-1:000000000000:stream/clicks"
 TABLE = "arn:aws:dynamodb:us-east-1:000000000000:table/users"
 TABLE_STREAM = f"{TABLE}/stream/2024-01-01T00:00:00.000"
-HANDLER = "handlers.examples.orders:handler"
+HANDLER = "sluiceway.handlers.examples.orders:handler"
 PATTERN = json.dumps({"body": {"type": ["order"]}})
 
 
@@ -223,7 +222,7 @@ def test_idle_poll_budget_is_one_process_setting() -> None:
 
 def test_stream_only_fields_are_checked_against_their_own_defaults() -> None:
     """An SQS mapping is rejected for a stream-only field only when it differs from the default."""
-    from config.rules import _STREAM_ONLY
+    from sluiceway.config.rules import _STREAM_ONLY
 
     for name, (default, _) in _STREAM_ONLY.items():
         assert MappingConfig.model_fields[name].default == default, name
@@ -386,13 +385,13 @@ def test_rejects(env: dict[str, str], variable: str, rule: str) -> None:
 
 
 def test_invalid_filter_pattern_is_rejected_by_the_routers_compiler() -> None:
-    pytest.importorskip("router.filters")
+    pytest.importorskip("sluiceway.config.filter_patterns")
     criteria = json.dumps({"Filters": [{"Pattern": '{"body": {"type": [{"wildcard": 1}]}}'}]})
     assert_rejected(sqs(filter_criteria=criteria), f"{M}ORDERS__FILTER_CRITERIA", "filter 1")
 
 
 def test_filter_pattern_written_as_an_object_is_kept_as_json_text() -> None:
-    pytest.importorskip("router.filters")
+    pytest.importorskip("sluiceway.config.filter_patterns")
     criteria = {"Filters": [{"Pattern": {"body": {"type": ["order"]}}}]}
     mapping = MappingConfig(source=QUEUE, handler=HANDLER, filter_criteria=criteria)
     assert mapping.filter_criteria == {"Filters": [{"Pattern": PATTERN}]}
@@ -497,7 +496,7 @@ log_level = "WARNING"
 
 [mappings.Orders]
 source = "arn:aws:sqs:us-east-1:000000000000:orders"
-handler = "handlers.examples.orders:handler"
+handler = "sluiceway.handlers.examples.orders:handler"
 batch_size = 5
 memory_size = 512
 function_response_types = ["ReportBatchItemFailures"]

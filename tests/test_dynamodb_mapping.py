@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+from sluiceway.app.check import run_checks
+from sluiceway.pollers.checkpoints import MemoryCheckpoints
 
-from pollers.checkpoints import MemoryCheckpoints
-from router.check import run_checks
 from tests.support import recording
+from tests.support.recorded import SHAPES
 from tests.support.sqs import eventually, running, settings_for
 from tests.support.streams import (
     aws_client,
@@ -22,9 +21,6 @@ from tests.support.streams import (
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("moto_url", "recorder")]
 
-SHAPES = json.loads(
-    (Path(__file__).resolve().parents[2] / "shared" / "aws-recorded" / "shapes.json").read_text()
-)
 
 
 def seen_count(n: int) -> Any:

@@ -8,12 +8,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from pollers.checkpoints import MemoryCheckpoints
-from pollers.checkpoints_sqlite import SqliteCheckpoints
-from pollers.windows import MAX_STATE_BYTES, Window, WindowTracker, runs_by_window, state_too_large
-from router.bisect import bisect, failure_index
-from router.failure_record import (
+from sluiceway.core.stats import MappingStats
+from sluiceway.handlers.invoker import Invoker
+from sluiceway.handlers.results import FunctionError, InvokeFailure, Returned
+from sluiceway.pollers.checkpoints import MemoryCheckpoints
+from sluiceway.pollers.checkpoints_sqlite import SqliteCheckpoints
+from sluiceway.pollers.windows import (
+    MAX_STATE_BYTES,
+    Window,
+    WindowTracker,
+    runs_by_window,
+    state_too_large,
+)
+from sluiceway.router.bisect import bisect, failure_index
+from sluiceway.router.failure_record import (
     RECORD_AGE_EXCEEDED,
     RETRY_ATTEMPTS_EXHAUSTED,
     FailureContext,
@@ -23,22 +31,13 @@ from router.failure_record import (
     stream_failure_record,
     with_payload,
 )
-from router.outcomes import (
-    BatchFailed,
-    BatchSucceeded,
-    FunctionError,
-    InvokeFailure,
-    PartialFailure,
-    Returned,
-)
-from router.processor import BatchProcessor
-from router.records import SourceRecord
-from router.retry_policy import Decision, FailurePolicy, backoff_seconds, decide
-from router.stats import MappingStats
+from sluiceway.router.outcomes import BatchFailed, BatchSucceeded, PartialFailure
+from sluiceway.router.records import SourceRecord
+from sluiceway.router.retry_policy import Decision, FailurePolicy, backoff_seconds, decide
+from sluiceway.router.runner import BatchRunner
 
-SHAPES = json.loads(
-    (Path(__file__).resolve().parents[2] / "shared" / "aws-recorded" / "shapes.json").read_text()
-)
+from tests.support.recorded import SHAPES
+
 ERROR = BatchFailed("boom", FunctionError("RuntimeError", "boom"))
 THROTTLE = BatchFailed("throttled", InvokeFailure("throttled", throttled=True))
 INVALID = BatchFailed("invalid partial batch response")
@@ -243,7 +242,7 @@ async def test_window_state_is_kept_by_both_stores(tmp_path: Path) -> None:
     await reopened.close()
 
 
-class Answer:
+class Answer(Invoker):
     def __init__(self, payload: Any) -> None:
         self.payload = payload
 
@@ -258,7 +257,7 @@ class Answer:
      (None, False), ({}, False), ({"state": None}, False), ({"state": []}, False)],
 )
 async def test_a_windowed_response_without_state_fails(payload: Any, ok: bool) -> None:
-    processor = BatchProcessor(invoker=Answer(payload), stats=MappingStats("m", "kinesis"),
-                               report_batch_item_failures=True)
-    outcome, _ = await processor.invoke_result([rec(1.0)], {"state": {}}, require_state=True)
+    runner = BatchRunner(invoker=Answer(payload), stats=MappingStats("m", "kinesis"),
+                         report_batch_item_failures=True)
+    outcome, _ = await runner.invoke([rec(1.0)], {"state": {}}, require_state=True)
     assert isinstance(outcome, BatchSucceeded) is ok

@@ -8,13 +8,12 @@ import pytest
 from botocore.exceptions import ClientError
 from botocore.utils import parse_timestamp
 from pydantic import ValidationError
-
-from config.mapping import MappingConfig
-from pollers.kinesis import epoch_timestamp
-from pollers.lanes import ShardProgress
-from pollers.retry import call_with_retry
-from router.filters import compile_filter_criteria
-from router.invoker import PythonInvoker
+from sluiceway.config.filter_patterns import compile_filter_criteria
+from sluiceway.config.mapping import MappingConfig
+from sluiceway.core.aws_retry import call_with_retry
+from sluiceway.handlers.invoker import PythonInvoker
+from sluiceway.pollers.kinesis import epoch_timestamp
+from sluiceway.pollers.lanes import ShardProgress
 
 STREAM = "arn:aws:kinesis:us-east-1:000000000000:stream/s"
 QUEUE = "arn:aws:sqs:us-east-1:000000000000:q"

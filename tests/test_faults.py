@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 from aiobotocore.session import get_session
+from sluiceway.core.aws import CONNECT_TIMEOUT, LONG_POLL_POOL, AwsClients
+from sluiceway.pollers import leases
+from sluiceway.pollers.leases import LeaseTable
 
-from pollers import leases
-from pollers.aws import CONNECT_TIMEOUT, LONG_POLL_POOL, AwsClients
-from pollers.leases import LeaseTable
 from tests.support import recording
 from tests.support.fault_proxy import FaultProxy, FaultRates
 from tests.support.sqs import drain, eventually, make_queue, running, send, settings_for, unique

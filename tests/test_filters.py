@@ -7,15 +7,14 @@ import json
 from typing import Any
 
 import pytest
-
-from router import filters
-from router.filters import (
+from sluiceway.config.filter_patterns import (
     FilterPatternError,
     RecordFilter,
     SourceKind,
     compile_filter_criteria,
     compile_pattern,
 )
+from sluiceway.config import filter_patterns as filters
 
 ABSENT = object()
 

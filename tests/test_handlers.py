@@ -7,9 +7,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-
-from handlers.context import LambdaContext, function_arn
-from handlers.loader import (
+from sluiceway.handlers.context import LambdaContext, function_arn
+from sluiceway.handlers.loader import (
     HANDLER_NOT_FOUND,
     IMPORT_MODULE_ERROR,
     MALFORMED_HANDLER_NAME,
@@ -18,6 +17,7 @@ from handlers.loader import (
     load_handler,
     parse_handler_spec,
 )
+
 from tests.handlers_fixtures import async_handlers, init_state, sync_handlers
 
 FIXTURES = "tests.handlers_fixtures"

@@ -7,10 +7,16 @@ import time
 from typing import Any
 
 import pytest
+from sluiceway.handlers.http_target import (
+    RIE_PATH,
+    HttpInvoker,
+    invocation_url,
+    read_function_answer,
+)
+from sluiceway.handlers.results import FunctionError, InvokeFailure, Returned
+from sluiceway.router.outcomes import PartialFailure
+from sluiceway.router.response import interpret
 
-from router.http_invoker import RIE_PATH, HttpInvoker, invocation_url, read_function_answer
-from router.outcomes import FunctionError, InvokeFailure, PartialFailure, Returned
-from router.response import interpret
 from tests.support.rie import running_rie
 
 pytestmark = pytest.mark.anyio
@@ -142,7 +148,7 @@ async def test_https_verifies_certificates_by_default() -> None:
 
 
 def _mapping(handler: str) -> Any:
-    from config import load_settings
+    from sluiceway.config import load_settings
 
     env = {
         "AWS_REGION": "us-east-1",
@@ -153,7 +159,7 @@ def _mapping(handler: str) -> Any:
 
 
 async def test_check_reaches_an_http_target_without_invoking_it() -> None:
-    from router.target_checks import reach_http
+    from sluiceway.app.target_checks import reach_http
 
     async with running_rie() as rie:
         ok, detail = await reach_http(_mapping(rie.url))
@@ -162,7 +168,7 @@ async def test_check_reaches_an_http_target_without_invoking_it() -> None:
 
 
 async def test_check_reports_an_unreachable_http_target() -> None:
-    from router.target_checks import reach_http
+    from sluiceway.app.target_checks import reach_http
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

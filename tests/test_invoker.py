@@ -9,10 +9,10 @@ from typing import Any
 
 import anyio
 import pytest
+from sluiceway.handlers.invoker import MAX_RESPONSE_BYTES, PythonInvoker, marshal_response
+from sluiceway.handlers.loader import HandlerLoadError
+from sluiceway.handlers.results import FunctionError, Returned
 
-from handlers.loader import HandlerLoadError
-from router.invoker import MAX_RESPONSE_BYTES, PythonInvoker, marshal_response
-from router.outcomes import FunctionError, Returned
 from tests.handlers_fixtures import sync_handlers
 
 pytestmark = pytest.mark.anyio
@@ -147,7 +147,7 @@ async def test_waiting_for_a_thread_does_not_count_toward_the_timeout() -> None:
 async def test_a_raised_exception_is_a_function_error_named_after_it(
     spec: str, error_type: str, message: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.ERROR, logger="router.invoker"):
+    with caplog.at_level(logging.ERROR, logger="sluiceway.handlers.invoker"):
         result = await invoker(spec).invoke(EVENT)
     assert result == FunctionError(error_type, message, result.duration)
     assert "Traceback" in caplog.text
@@ -257,7 +257,7 @@ def test_an_invoker_needs_a_positive_timeout_and_at_least_one_thread() -> None:
 
 
 def test_the_function_name_defaults_to_the_handlers_module() -> None:
-    assert PythonInvoker("handlers.examples.orders:handler").function_name == "orders"
+    assert PythonInvoker("sluiceway.handlers.examples.orders:handler").function_name == "orders"
 
 
 # ---------------------------------------------------------------- cancellation

@@ -3,16 +3,16 @@ for resharding (moto's Kinesis mishandles splits)."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+from sluiceway.pollers.checkpoints import SHARD_END, MemoryCheckpoints
 
-from pollers.checkpoints import SHARD_END, MemoryCheckpoints
 from tests.support import recording
+from tests.support.recorded import SHAPES
 from tests.support.sqs import eventually, running, settings_for
 from tests.support.streams import (
     aws_client,
@@ -24,9 +24,6 @@ from tests.support.streams import (
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("moto_url", "recorder")]
 
-SHAPES = json.loads(
-    (Path(__file__).resolve().parents[2] / "shared" / "aws-recorded" / "shapes.json").read_text()
-)
 
 
 def seen_count(n: int) -> Any:

@@ -19,11 +19,11 @@ from typing import Any
 import boto3
 import pytest
 from aiohttp import web
-
-from pollers.aws import AwsClients
-from router.lambda_invoker import LambdaInvoker
-from router.outcomes import FunctionError, InvokeFailure, PartialFailure, Returned
-from router.response import interpret
+from sluiceway.core.aws import AwsClients
+from sluiceway.handlers.lambda_target import LambdaInvoker
+from sluiceway.handlers.results import FunctionError, InvokeFailure, Returned
+from sluiceway.router.outcomes import PartialFailure
+from sluiceway.router.response import interpret
 
 pytestmark = pytest.mark.anyio
 
@@ -198,8 +198,8 @@ async def test_an_unreachable_endpoint_is_an_invoke_failure(
 
 
 async def test_check_looks_up_a_lambda_function_without_invoking_it(moto_function: str) -> None:
-    from config import load_settings
-    from router.target_checks import reach_lambda
+    from sluiceway.app.target_checks import reach_lambda
+    from sluiceway.config import load_settings
 
     env = {
         "AWS_REGION": "us-east-1",

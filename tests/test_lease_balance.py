@@ -6,8 +6,7 @@ from __future__ import annotations
 import random
 
 import pytest
-
-from pollers.lease_balance import ExpiryTracker, LeaseView, plan_takes
+from sluiceway.pollers.lease_balance import ExpiryTracker, LeaseView, plan_takes
 
 
 def leases(spec: str) -> list[LeaseView]:

@@ -9,11 +9,11 @@ from typing import Any
 
 import anyio
 import pytest
+from sluiceway.core.aws import AwsClients
+from sluiceway.pollers.checkpoints_dynamodb import DynamoCheckpoints
+from sluiceway.pollers.leases import Lease, LeaseTable, LeaseTableError
+from sluiceway.pollers.shards import Shard
 
-from pollers.aws import AwsClients
-from pollers.checkpoints_dynamodb import DynamoCheckpoints
-from pollers.leases import Lease, LeaseTable, LeaseTableError
-from pollers.shards import Shard
 from tests.support import recording
 from tests.support.sqs import eventually, running, settings_for, unique
 from tests.support.streams import aws_client, make_stream, put, stream_mapping
@@ -168,7 +168,7 @@ async def test_a_lost_lease_stops_the_reader_and_never_checkpoints_again() -> No
 
 
 async def test_a_clean_stop_also_releases_a_lease_whose_take_reply_was_lost() -> None:
-    from pollers.leases import TableLeases
+    from sluiceway.pollers.leases import TableLeases
 
     async with AwsClients("us-east-1") as clients:
 

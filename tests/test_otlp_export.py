@@ -104,7 +104,7 @@ async def test_otlp_http_export_and_json_logs_with_trace_ids(
     log_path = tmp_path / "stderr.log"
     with log_path.open("wb") as log_file:
         process = await anyio.open_process(
-            [sys.executable, "-m", "router.cli", "run"],
+            [sys.executable, "-m", "sluiceway.app", "run"],
             env=env,
             cwd=ROOT,
             stdout=subprocess.DEVNULL,

@@ -8,15 +8,15 @@ from statistics import mean
 from typing import Any
 
 import pytest
-
-from pollers.checkpoints import SHARD_END, MemoryCheckpoints
-from pollers.pacing import JITTER, TICK_SECONDS, PollPacer
-from pollers.shards import Shard, StartPosition
-from pollers.stream import RecordsPage, ShardReader
-from router.outcomes import InvocationResult, Returned
-from router.processor import BatchProcessor
-from router.records import SourceRecord
-from router.stats import MappingStats
+from sluiceway.core.stats import MappingStats
+from sluiceway.handlers.invoker import Invoker
+from sluiceway.handlers.results import InvocationResult, Returned
+from sluiceway.pollers.checkpoints import SHARD_END, MemoryCheckpoints
+from sluiceway.pollers.pacing import JITTER, TICK_SECONDS, PollPacer
+from sluiceway.pollers.shards import Shard, StartPosition
+from sluiceway.pollers.stream import RecordsPage, ShardReader
+from sluiceway.router.records import SourceRecord
+from sluiceway.router.runner import BatchRunner
 
 FLOOR, CAP = 0.2, 10.0
 
@@ -153,7 +153,7 @@ class CountingPacer(PollPacer):
         return floor
 
 
-class Accept:
+class Accept(Invoker):
     async def invoke(self, event: dict[str, object]) -> InvocationResult:
         return Returned(None)
 
@@ -167,7 +167,7 @@ def reader_of(api: ScriptedStream, store: MemoryCheckpoints, **options: Any) -> 
         start=StartPosition("TRIM_HORIZON"),
         scope="k",
         store=store,
-        processor=BatchProcessor(invoker=Accept(), stats=stats),
+        runner=BatchRunner(invoker=Accept(), stats=stats),
         stats=stats,
         batch_size=10,
         window=0,

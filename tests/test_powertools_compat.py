@@ -15,11 +15,12 @@ from typing import Any
 
 import anyio
 import pytest
+from sluiceway.handlers.examples import audit, orders, powertools_orders
+from sluiceway.handlers.invoker import PythonInvoker
+from sluiceway.handlers.results import FunctionError
+from sluiceway.router.outcomes import BatchFailed, BatchSucceeded, PartialFailure
+from sluiceway.router.response import interpret
 
-from handlers.examples import audit, orders, powertools_orders
-from router.invoker import PythonInvoker
-from router.outcomes import BatchFailed, BatchSucceeded, FunctionError, PartialFailure
-from router.response import interpret
 from tests.handlers_fixtures import powertools_fifo
 
 pytestmark = pytest.mark.anyio
@@ -32,8 +33,8 @@ def anyio_backend() -> str:
 
 QUEUE_ARN = "arn:aws:sqs:us-east-1:111111111111:orders"
 ORDER_HANDLERS = [
-    "handlers.examples.orders:handler",
-    "handlers.examples.powertools_orders:handler",
+    "sluiceway.handlers.examples.orders:handler",
+    "sluiceway.handlers.examples.powertools_orders:handler",
 ]
 
 
@@ -168,6 +169,6 @@ async def test_concurrent_batches_keep_powertools_module_level_processor_correct
 
 async def test_the_async_audit_handler_counts_records_by_source() -> None:
     records = [sqs_record({"order": 1}), sqs_record({"order": 2})]
-    result = await PythonInvoker("handlers.examples.audit:handler").invoke({"Records": records})
+    result = await PythonInvoker("sluiceway.handlers.examples.audit:handler").invoke({"Records": records})
     assert interpret(result, ids(records), True) == BatchSucceeded()
     assert audit.snapshot() == {"aws:sqs": 2}

@@ -8,12 +8,12 @@ import json
 from typing import Any
 
 import pytest
-
-from handlers.worker import WorkerConfig
-from router.invoker import Invoker, PythonInvoker
-from router.outcomes import BatchFailed, FunctionError, PartialFailure
-from router.process_pool import ProcessPoolInvoker
-from router.response import interpret
+from sluiceway.handlers.invoker import Invoker, PythonInvoker
+from sluiceway.handlers.process_pool import ProcessPoolInvoker
+from sluiceway.handlers.results import FunctionError
+from sluiceway.handlers.worker import WorkerConfig
+from sluiceway.router.outcomes import BatchFailed, PartialFailure
+from sluiceway.router.response import interpret
 
 pytestmark = pytest.mark.anyio
 

@@ -9,10 +9,9 @@ from typing import Any
 
 import anyio
 import pytest
-
-from handlers.worker import WorkerConfig
-from router.outcomes import FunctionError, Returned
-from router.process_pool import ProcessPoolInvoker
+from sluiceway.handlers.process_pool import ProcessPoolInvoker
+from sluiceway.handlers.results import FunctionError, Returned
+from sluiceway.handlers.worker import WorkerConfig
 
 pytestmark = pytest.mark.anyio
 

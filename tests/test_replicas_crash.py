@@ -58,7 +58,7 @@ def replica_env(tmp_path: Path, sources: dict[str, str], table: str) -> dict[str
 def start_replica(env: dict[str, str], tmp_path: Path, index: int) -> subprocess.Popen[bytes]:
     log = open(tmp_path / f"replica-{index}.log", "ab")  # noqa: SIM115 - the child owns it
     return subprocess.Popen(
-        [sys.executable, "-m", "router.cli", "run"],
+        [sys.executable, "-m", "sluiceway.app", "run"],
         env=env,
         cwd=Path(__file__).resolve().parents[1],
         stdout=log,

@@ -5,16 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
-from router.outcomes import (
-    BatchFailed,
-    BatchSucceeded,
-    FunctionError,
-    InvokeFailure,
-    PartialFailure,
-    Returned,
-)
-from router.response import interpret
+from sluiceway.handlers.results import FunctionError, InvokeFailure, Returned
+from sluiceway.router.outcomes import BatchFailed, BatchSucceeded, PartialFailure
+from sluiceway.router.response import interpret
 
 IDS = ["m1", "m2", "m3"]
 

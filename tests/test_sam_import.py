@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from config import ConfigError, load_settings
-from router.cli import main
-from router.sam_import import import_template, to_env, to_toml
+from sluiceway.app.cli import main
+from sluiceway.app.sam_import import import_template, to_env, to_toml
+from sluiceway.config import ConfigError, load_settings
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sam"
 TEMPLATE = FIXTURES / "template.yaml"

@@ -6,14 +6,14 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-
-from pollers.checkpoints import SHARD_END, MemoryCheckpoints
-from pollers.shards import Shard, StartPosition
-from pollers.stream import RecordsPage, ShardReader
-from router.outcomes import InvocationResult, Returned
-from router.processor import BatchProcessor
-from router.records import SourceRecord
-from router.stats import MappingStats
+from sluiceway.core.stats import MappingStats
+from sluiceway.handlers.invoker import Invoker
+from sluiceway.handlers.results import InvocationResult, Returned
+from sluiceway.pollers.checkpoints import SHARD_END, MemoryCheckpoints
+from sluiceway.pollers.shards import Shard, StartPosition
+from sluiceway.pollers.stream import RecordsPage, ShardReader
+from sluiceway.router.records import SourceRecord
+from sluiceway.router.runner import BatchRunner
 
 pytestmark = pytest.mark.anyio
 
@@ -46,7 +46,7 @@ class TrimmedStream:
         return RecordsPage([(record, True)], None)
 
 
-class Recorder:
+class Recorder(Invoker):
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
 
@@ -64,7 +64,7 @@ async def test_a_checkpoint_past_retention_resumes_from_the_oldest_record() -> N
         start=StartPosition.after("100"),
         scope="d",
         store=store,
-        processor=BatchProcessor(invoker=invoker, stats=stats),
+        runner=BatchRunner(invoker=invoker, stats=stats),
         stats=stats,
         batch_size=10,
         window=0,

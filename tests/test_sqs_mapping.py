@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -11,6 +9,7 @@ import orjson
 import pytest
 
 from tests.support import recording
+from tests.support.recorded import SHAPES
 from tests.support.sqs import (
     count_messages,
     drain,
@@ -24,9 +23,6 @@ from tests.support.sqs import (
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("moto_url", "recorder")]
 
-SHAPES = json.loads(
-    (Path(__file__).resolve().parents[2] / "shared" / "aws-recorded" / "shapes.json").read_text()
-)
 
 
 def mapping(url: str, handler: str = "tests.support.recording:record", **fields: Any) -> dict:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from sluiceway.app.status import gather_status, render
 
-from router.status import gather_status, render
 from tests.support import recording
 from tests.support.sqs import eventually, running, settings_for, unique
 from tests.support.streams import aws_client, make_stream, put

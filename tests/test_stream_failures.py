@@ -8,41 +8,40 @@ import json
 import re
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+import sluiceway.pollers.stream
+import sluiceway.pollers.stream_poller
+import sluiceway.router.runner
+from sluiceway.core.aws import AwsClients
+from sluiceway.core.stats import MappingStats
+from sluiceway.handlers.invoker import Invoker
+from sluiceway.pollers.checkpoints import MemoryCheckpoints
+from sluiceway.pollers.shards import TRIM_HORIZON, Shard, StartPosition
+from sluiceway.pollers.stream import RecordsPage, ShardReader
+from sluiceway.router.destinations import Destination
+from sluiceway.router.failure_record import mapping_uuid
+from sluiceway.router.records import SourceRecord
+from sluiceway.router.retry_policy import FailurePolicy
+from sluiceway.router.runner import BatchRunner, FailureHandling
 
-import pollers.stream
-import pollers.stream_poller
-from pollers.aws import AwsClients
-from pollers.checkpoints import MemoryCheckpoints
-from pollers.shards import TRIM_HORIZON, Shard, StartPosition
-from pollers.stream import RecordsPage, RetryPolicy, ShardReader
-from router.destinations import Destination
-from router.failure_record import mapping_uuid
-from router.processor import BatchProcessor
-from router.records import SourceRecord
-from router.retry_policy import FailurePolicy
-from router.stats import MappingStats
 from tests.support import failures, recording
+from tests.support.recorded import SHAPES
 from tests.support.sqs import drain, eventually, make_queue, running, send, settings_for, sqs_client
 from tests.support.streams import aws_client, make_stream, make_table, put
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("moto_url", "recorder", "fast_retries")]
 
-SHAPES = json.loads(
-    (Path(__file__).resolve().parents[2] / "shared" / "aws-recorded" / "shapes.json").read_text()
-)
 HANDLERS = "tests.support.failures"
 
 
 @pytest.fixture
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(pollers.stream, "RETRY_INITIAL_SECONDS", 0.05)
-    monkeypatch.setattr(pollers.stream, "RETRY_MAX_SECONDS", 0.2)
-    monkeypatch.setattr(pollers.stream, "WINDOW_GRACE_SECONDS", 0.3)
+    monkeypatch.setattr(sluiceway.router.runner, "RETRY_INITIAL_SECONDS", 0.05)
+    monkeypatch.setattr(sluiceway.router.runner, "RETRY_MAX_SECONDS", 0.2)
+    monkeypatch.setattr(sluiceway.pollers.stream, "WINDOW_GRACE_SECONDS", 0.3)
     failures.reset()
     yield
     failures.reset()
@@ -331,12 +330,12 @@ class OldStream:
         return RecordsPage(records, None)
 
 
-class Recorder:
+class Recorder(Invoker):
     def __init__(self) -> None:
         self.sizes: list[int] = []
 
     async def invoke(self, event: dict[str, Any]) -> Any:
-        from router.outcomes import Returned
+        from sluiceway.handlers.results import Returned
 
         self.sizes.append(len(event["Records"]))
         return Returned(None)
@@ -349,10 +348,10 @@ async def test_records_past_their_age_go_to_the_destination_before_any_attempt()
     stats = MappingStats(mapping="k", kind="kinesis")
     async with sqs_client() as sqs, AwsClients("us-east-1") as clients:
         url, dest_arn = await queue_with_arn(sqs, "aged")
-        from config.sources import parse_destination
+        from sluiceway.config.sources import parse_destination
 
         destination = Destination(
-            parse_destination(dest_arn), clients, mapping_uuid=mapping_uuid("k"), region="us-east-1"
+            parse_destination(dest_arn), clients, mapping_uuid=mapping_uuid("k")
         )
         reader = ShardReader(
             api=api,
@@ -360,15 +359,18 @@ async def test_records_past_their_age_go_to_the_destination_before_any_attempt()
             start=TRIM_HORIZON,
             scope="k",
             store=store,
-            processor=BatchProcessor(invoker=invoker, stats=stats),
+            runner=BatchRunner(
+                invoker=invoker,
+                stats=stats,
+                failures=FailureHandling(
+                    policy=FailurePolicy(maximum_record_age_seconds=60),
+                    destination=destination,
+                    function_arn="arn:f",
+                ),
+            ),
             stats=stats,
             batch_size=10,
             window=0,
-            policy=RetryPolicy(
-                failure=FailurePolicy(maximum_record_age_seconds=60),
-                destination=destination,
-                function_arn="arn:f",
-            ),
         )
         with anyio.fail_after(20):
             await reader.run()

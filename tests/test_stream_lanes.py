@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 
-from pollers.checkpoints import SHARD_END
-from pollers.kinesis_agg import MAGIC, deaggregate
-from pollers.kinesis_records import to_source_records
-from pollers.lanes import ShardProgress, lane_for
-from pollers.shards import TRIM_HORIZON, Lineage, Shard, StartPosition
+from sluiceway.pollers.checkpoints import SHARD_END
+from sluiceway.pollers.kinesis_agg import MAGIC, deaggregate
+from sluiceway.pollers.kinesis_records import to_source_records
+from sluiceway.pollers.lanes import ShardProgress, lane_for
+from sluiceway.pollers.shards import TRIM_HORIZON, Lineage, Shard, StartPosition
 
 
 def test_lane_is_stable_and_in_range() -> None:

@@ -8,21 +8,25 @@ from typing import Any
 
 import anyio
 import pytest
-
-from config import ConfigError, load_settings
-from config.mapping import MappingConfig
-from config.settings import Settings
-from pollers.aws import AwsClients
-from pollers.sqs import concurrency_cap
-from router.http_invoker import HttpInvoker
-from router.invoker import PythonInvoker
-from router.lambda_invoker import LambdaInvoker
-from router.outcomes import InvokeFailure, Returned
-from router.process_pool import ProcessPoolInvoker
-from router.reserved import ConcurrencyPool, ReservedInvoker, ReservedPools, reserved_key
-from router.response import interpret
-from router.scaling import ConcurrencyScaler
-from router.service import UnsupportedMapping, build_invoker
+from sluiceway.app.service import UnsupportedMapping, build_invoker
+from sluiceway.config import ConfigError, load_settings
+from sluiceway.config.mapping import MappingConfig
+from sluiceway.config.settings import Settings
+from sluiceway.core.aws import AwsClients
+from sluiceway.handlers.http_target import HttpInvoker
+from sluiceway.handlers.invoker import Invoker, PythonInvoker
+from sluiceway.handlers.lambda_target import LambdaInvoker
+from sluiceway.handlers.process_pool import ProcessPoolInvoker
+from sluiceway.handlers.reserved import (
+    ConcurrencyPool,
+    ReservedInvoker,
+    ReservedPools,
+    reserved_key,
+)
+from sluiceway.handlers.results import InvokeFailure, Returned
+from sluiceway.pollers.scaling import ConcurrencyScaler
+from sluiceway.pollers.sqs import concurrency_cap
+from sluiceway.router.response import interpret
 
 pytestmark = pytest.mark.anyio
 
@@ -46,8 +50,8 @@ async def build(config: Settings, name: str, **kwargs: Any) -> Any:
 
 async def test_each_handler_form_gets_its_invoker() -> None:
     config = settings(
-        a={"handler": "handlers.examples.orders:handler"},
-        b={"handler": "handlers.examples.orders:handler", "isolation": "process"},
+        a={"handler": "sluiceway.handlers.examples.orders:handler"},
+        b={"handler": "sluiceway.handlers.examples.orders:handler", "isolation": "process"},
         c={"handler": "http://orders:8080"},
         d={"handler": f"{FN_ARN}:live"},
     )
@@ -64,7 +68,7 @@ def test_new_fields_load_from_the_environment(tmp_path: Path) -> None:
     bundle.write_text("-----BEGIN CERTIFICATE-----\n")
     config = settings(
         orders={
-            "handler": "handlers.examples.orders:handler",
+            "handler": "sluiceway.handlers.examples.orders:handler",
             "isolation": "PROCESS",
             "environment": {"TABLE": "orders"},
             "reserved_concurrency": 0,
@@ -90,7 +94,7 @@ def test_a_missing_ca_bundle_is_rejected() -> None:
     ("fields", "variable"),
     [
         ({"handler": "http://orders:8080", "environment": {"A": "1"}}, "ENVIRONMENT"),
-        ({"handler": "handlers.examples.orders:handler", "environment": {"A": "1"}}, "ENVIRONMENT"),
+        ({"handler": "sluiceway.handlers.examples.orders:handler", "environment": {"A": "1"}}, "ENVIRONMENT"),
         ({"handler": FN_ARN, "isolation": "process"}, "ISOLATION"),
     ],
 )
@@ -117,7 +121,7 @@ async def test_mappings_of_one_function_share_its_reserved_concurrency() -> None
     assert reserved_key(f"{FN_ARN}:7", "lambda") == FN_ARN
 
 
-class Slow:
+class Slow(Invoker):
     """An invoker that holds its slot for a while, counting calls."""
 
     def __init__(self) -> None:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from sluiceway.handlers.examples import orders
 
-from handlers.examples import orders
 from tests.support.rie import running_rie
 from tests.support.sqs import (
     count_messages,
@@ -41,7 +41,7 @@ async def test_a_process_isolated_handler_processes_and_reports_partial_failures
         await send(sqs, url, ['{"id": 1}', '{"id": 2, "poison": true}', '{"id": 3}'])
         mapping = {
             "source": url,
-            "handler": "handlers.examples.orders:handler",
+            "handler": "sluiceway.handlers.examples.orders:handler",
             "isolation": "process",
             "function_response_types": ["ReportBatchItemFailures"],
             "batch_size": 3,

@@ -18,11 +18,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client.parser import text_string_to_metric_families
+from sluiceway.app.service import Service
+from sluiceway.config.settings import Settings
+from sluiceway.core import telemetry
+from sluiceway.core.metrics import Metrics
 
-from config.settings import Settings
-from router import telemetry
-from router.metrics import Metrics
-from router.service import Service
 from tests.support import traced
 from tests.support.sqs import eventually, make_queue, send, settings_for, sqs_client
 from tests.support.streams import aws_client, make_stream, put
@@ -314,7 +314,8 @@ async def test_metrics_endpoint_parses_and_the_dashboard_only_queries_real_metri
     assert samples[("sluiceway_deleted_events_total", "q")] == 2
     assert samples[("sluiceway_invocations_total", "q")] >= 1
     assert samples[("sluiceway_duration_seconds_count", "q")] >= 1
-    assert samples[("sluiceway_leases", "q")] == 0
+    assert samples[("sluiceway_leases", "q")] == 0  # a queue has no leases
+    assert samples[("sluiceway_leases", "k")] == 1  # the stream's one shard, held here
     assert ("sluiceway_dropped_events_total", "q") in samples
     assert ("sluiceway_destination_delivered_events_total", "q") in samples
     assert samples[("sluiceway_iterator_age_milliseconds", "k")] >= 0

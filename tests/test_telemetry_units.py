@@ -8,9 +8,9 @@ import logging
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import INVALID_SPAN
-
-from router import logs, telemetry
-from router.records import SourceRecord
+from sluiceway.core import logs, telemetry
+from sluiceway.router import tracing
+from sluiceway.router.records import SourceRecord
 
 
 def record(
@@ -24,7 +24,7 @@ def record(
 
 
 def test_xray_header_becomes_w3c_ids() -> None:
-    found = telemetry.xray_to_span_context(
+    found = tracing.xray_to_span_context(
         "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
     )
     assert found is not None
@@ -44,7 +44,7 @@ def test_xray_header_becomes_w3c_ids() -> None:
     ],
 )
 def test_malformed_xray_headers_are_ignored(header: str) -> None:
-    assert telemetry.xray_to_span_context(header) is None
+    assert tracing.xray_to_span_context(header) is None
 
 
 def test_links_prefer_aws_trace_header_then_traceparent_and_deduplicate() -> None:
@@ -58,7 +58,7 @@ def test_links_prefer_aws_trace_header_then_traceparent_and_deduplicate() -> Non
             record(),
             record(traceparent="junk"),
         ]
-        links = telemetry.links_from_records(records)
+        links = tracing.links_from_records(records)
         assert [format(link.context.trace_id, "032x") for link in links] == [
             "0af7651916cd43dd8448eb211c80319c"
         ]
@@ -69,8 +69,8 @@ def test_links_prefer_aws_trace_header_then_traceparent_and_deduplicate() -> Non
 def test_tracing_off_builds_nothing() -> None:
     telemetry.use_tracer_provider(None)
     records = [record(traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")]
-    assert telemetry.links_from_records(records) == []
-    with telemetry.batch_span(records, "m", "sqs") as batch, telemetry.span("x", a=1) as inner:
+    assert tracing.links_from_records(records) == []
+    with tracing.batch_span(records, "m", "sqs") as batch, telemetry.span("x", a=1) as inner:
         assert batch is INVALID_SPAN and inner is INVALID_SPAN
 
 
@@ -133,7 +133,7 @@ def test_retry_and_destination_spans_for_the_failure_path() -> None:
     telemetry.use_tracer_provider(provider)
     try:
         with (
-            telemetry.retry_span(2, 5, "FunctionError"),
+            tracing.retry_span(2, 5, "FunctionError"),
             telemetry.destination_span("arn:aws:sqs:us-east-1:1:failures", 5, "x"),
         ):
             pass

@@ -12,10 +12,9 @@ from typing import Any
 import anyio
 import orjson
 from aiobotocore.session import get_session
-
-from config import load_settings
-from config.settings import Settings
-from router.service import Service
+from sluiceway.app.service import Service
+from sluiceway.config import load_settings
+from sluiceway.config.settings import Settings
 
 _names = itertools.count()
 

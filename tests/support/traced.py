@@ -6,8 +6,7 @@ import threading
 from typing import Any
 
 from opentelemetry import trace
-
-from router import telemetry
+from sluiceway.core import telemetry
 
 SEEN: list[dict[str, Any]] = []
 """One entry per invocation: the span it ran under, its thread, the bodies."""

@@ -13,8 +13,7 @@ from typing import Any
 import anyio
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
-
-from router.telemetry import instrument_session
+from sluiceway.core.telemetry import instrument_session
 
 LONG_POLL_SECONDS = 20
 """SQS's maximum long-poll wait; the read timeout must exceed it."""

@@ -20,11 +20,10 @@ from typing import Any
 
 import anyio
 import orjson
-
-from config import load_settings
-from handlers.examples import audit, orders
-from router.logs import configure_logging
-from router.service import Service
+from sluiceway.app.service import Service
+from sluiceway.config import load_settings
+from sluiceway.core.logs import configure_logging
+from sluiceway.handlers.examples import audit, orders
 
 REGION = "us-east-1"
 VISIBILITY_SECONDS = 2
@@ -259,21 +258,21 @@ async def _demo(url: str, messages: int, time_limit: float, keep_running: bool) 
             "SLUICEWAY_HTTP__PORT": os.environ.get("SLUICEWAY_HTTP__PORT", "0"),
             "SLUICEWAY_CHECKPOINTS__BACKEND": "memory",
             "SLUICEWAY_MAPPINGS__ORDERS__SOURCE": standard.url,
-            "SLUICEWAY_MAPPINGS__ORDERS__HANDLER": "handlers.examples.orders:handler",
+            "SLUICEWAY_MAPPINGS__ORDERS__HANDLER": "sluiceway.handlers.examples.orders:handler",
             "SLUICEWAY_MAPPINGS__ORDERS__FUNCTION_RESPONSE_TYPES": '["ReportBatchItemFailures"]',
             "SLUICEWAY_MAPPINGS__ORDERS__FILTER_CRITERIA": orjson.dumps(
                 {"Filters": [{"Pattern": pattern}]}
             ).decode(),
             "SLUICEWAY_MAPPINGS__ORDERS__SCALING_CONFIG__MAXIMUM_CONCURRENCY": "4",
             "SLUICEWAY_MAPPINGS__LEDGER__SOURCE": fifo.url,
-            "SLUICEWAY_MAPPINGS__LEDGER__HANDLER": "handlers.examples.orders:handler",
+            "SLUICEWAY_MAPPINGS__LEDGER__HANDLER": "sluiceway.handlers.examples.orders:handler",
             "SLUICEWAY_MAPPINGS__LEDGER__FUNCTION_RESPONSE_TYPES": '["ReportBatchItemFailures"]',
             "SLUICEWAY_MAPPINGS__CLICKS__SOURCE": streams.clicks_arn,
-            "SLUICEWAY_MAPPINGS__CLICKS__HANDLER": "handlers.examples.audit:handler",
+            "SLUICEWAY_MAPPINGS__CLICKS__HANDLER": "sluiceway.handlers.examples.audit:handler",
             "SLUICEWAY_MAPPINGS__CLICKS__STARTING_POSITION": "TRIM_HORIZON",
             "SLUICEWAY_MAPPINGS__CLICKS__PARALLELIZATION_FACTOR": "2",
             "SLUICEWAY_MAPPINGS__ACCOUNTS__SOURCE": streams.accounts_arn,
-            "SLUICEWAY_MAPPINGS__ACCOUNTS__HANDLER": "handlers.examples.audit:handler",
+            "SLUICEWAY_MAPPINGS__ACCOUNTS__HANDLER": "sluiceway.handlers.examples.audit:handler",
             "SLUICEWAY_MAPPINGS__ACCOUNTS__STARTING_POSITION": "TRIM_HORIZON",
         }
         settings = load_settings(environ=env)

@@ -8,10 +8,9 @@ from __future__ import annotations
 import aiohttp
 import anyio
 from botocore.exceptions import BotoCoreError, ClientError
-
-from config.mapping import MappingConfig
-from pollers.aws import AwsClients
-from router.http_invoker import CONNECT_TIMEOUT, invocation_url, ssl_context
+from sluiceway.config.mapping import MappingConfig
+from sluiceway.core.aws import AwsClients
+from sluiceway.handlers.http_target import CONNECT_TIMEOUT, invocation_url, ssl_context
 
 CHECK_TIMEOUT_SECONDS = 15.0
 

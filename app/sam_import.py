@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from router.sam_intrinsics import Resolver, Unresolved, load_template
+from sluiceway.app.sam_intrinsics import Resolver, Unresolved, load_template
 
 FUNCTION_TYPES = ("AWS::Serverless::Function", "AWS::Lambda::Function")
 EVENT_TYPES = {"SQS": "sqs", "Kinesis": "kinesis", "DynamoDB": "dynamodb"}

@@ -6,11 +6,10 @@ import argparse
 import sys
 
 import anyio
-
-from config import ConfigError, load_settings
-from router.logs import configure_logging
-from router.telemetry import setup_tracing
-from router.telemetry import shutdown as shutdown_tracing
+from sluiceway.config import ConfigError, load_settings
+from sluiceway.core.logs import configure_logging
+from sluiceway.core.telemetry import setup_tracing
+from sluiceway.core.telemetry import shutdown as shutdown_tracing
 
 
 def _load_or_exit():  # type: ignore[no-untyped-def]
@@ -22,7 +21,7 @@ def _load_or_exit():  # type: ignore[no-untyped-def]
 
 
 def _run(_: argparse.Namespace) -> int:
-    from router.service import Service, UnsupportedMapping
+    from sluiceway.app.service import Service, UnsupportedMapping
 
     settings = _load_or_exit()
     configure_logging(settings.log_level, settings.log_format, log_bodies=settings.log_bodies)
@@ -44,7 +43,7 @@ def _run(_: argparse.Namespace) -> int:
 
 
 def _check(_: argparse.Namespace) -> int:
-    from router.check import run_checks
+    from sluiceway.app.check import run_checks
 
     settings = _load_or_exit()
     configure_logging("WARNING", "text")
@@ -56,7 +55,7 @@ def _check(_: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from router.status import gather_status, render
+    from sluiceway.app.status import gather_status, render
 
     settings = _load_or_exit()
     url = args.url or (f"http://127.0.0.1:{settings.http.port}" if settings.http.enabled else None)
@@ -66,13 +65,13 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from router.demo import run_demo
+    from sluiceway.app.demo import run_demo
 
     return run_demo(keep_running=args.keep_running, messages=args.messages, timeout=args.timeout)
 
 
 def _import_sam(args: argparse.Namespace) -> int:
-    from router.sam_import import write_import
+    from sluiceway.app.sam_import import write_import
 
     return write_import(args)
 

@@ -24,8 +24,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
-
-from router.stats import MappingStats, Registry
+from sluiceway.core.stats import MappingStats, Registry
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +136,7 @@ class Metrics:
             (
                 "sluiceway_leases",
                 "",
-                lambda s: getattr(s, "leases", 0),
+                lambda s: s.leases,
                 "Shard leases this replica holds",
             ),
         ]
@@ -211,7 +210,7 @@ class Metrics:
     ) -> Metrics | None:
         """Prometheus always (unless OTEL_SDK_DISABLED); OTLP when OTEL_METRICS_EXPORTER or an
         OTLP endpoint asks for it. None when the SDK is disabled."""
-        from router import telemetry
+        from sluiceway.core import telemetry
 
         env = os.environ if environ is None else environ
         if telemetry._truthy(env.get("OTEL_SDK_DISABLED")):
@@ -234,8 +233,7 @@ class Metrics:
 
 def _otlp_reader(env: Mapping[str, str]) -> MetricReader:
     from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-
-    from router.telemetry import otlp_protocol
+    from sluiceway.core.telemetry import otlp_protocol
 
     if otlp_protocol(env, "METRICS") == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter

@@ -7,6 +7,7 @@ never has to catch a handler's exceptions. Only cancellation propagates.
 
 from __future__ import annotations
 
+import abc
 import inspect
 import logging
 import math
@@ -14,16 +15,20 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 import anyio.to_thread
 import orjson
-
-from handlers.context import LambdaContext, new_log_stream_name
-from handlers.loader import HandlerLoadError, LoadedHandler, load_handler, parse_handler_spec
-from router.outcomes import FunctionError, InvocationResult, Returned, with_request_id
-from router.telemetry import annotate_invocation
+from sluiceway.core.telemetry import annotate_invocation
+from sluiceway.handlers.context import LambdaContext, new_log_stream_name
+from sluiceway.handlers.loader import (
+    HandlerLoadError,
+    LoadedHandler,
+    load_handler,
+    parse_handler_spec,
+)
+from sluiceway.handlers.results import FunctionError, InvocationResult, Returned, with_request_id
 
 logger = logging.getLogger(__name__)
 
@@ -40,15 +45,32 @@ _JSON_OPTIONS = (
 """Accept what `json.dumps` accepts (int/float/bool/None keys) and refuse what it refuses."""
 
 
-class Invoker(Protocol):
-    """Anything that can run a handler for one batch event."""
+class Invoker(abc.ABC):
+    """A handler target (in-process, worker processes, HTTP, a Lambda ARN): everything the router
+    and the service call on one. Targets override what they can tell or must release."""
 
+    function_name: str = ""
+    """The function's name (context, spans, metrics); empty means the mapping's name."""
+
+    @abc.abstractmethod
     async def invoke(self, event: dict[str, Any]) -> InvocationResult:
         """Run the handler once; handler failures are results, never exceptions."""
-        ...
+
+    async def warm(self) -> float | None:
+        """Load and initialise before the first invocation; the init duration when measured."""
+        return None
+
+    def has_room(self) -> bool:
+        """Whether one more invocation would start now rather than queue or be throttled
+        (targets that cannot tell, such as HTTP, say yes)."""
+        return True
+
+    async def aclose(self) -> None:
+        """Release what the target holds (worker processes, HTTP sessions)."""
+        return None
 
 
-class PythonInvoker:
+class PythonInvoker(Invoker):
     """Runs a `module:function` handler in this process.
 
     Sync handlers run in worker threads (at most `max_threads` at once) so the event loop never
@@ -262,7 +284,7 @@ def _call_with_copy(fn: Callable[..., Any], event: dict[str, Any], context: Lamb
 
 
 def _default_function_name(spec: str) -> str:
-    """A readable function name from the handler's module (`handlers.examples.orders` -> orders)."""
+    """A readable function name from the handler's module (`sluiceway.handlers.examples.orders` -> orders)."""
     try:
         module, _ = parse_handler_spec(spec)
     except HandlerLoadError:

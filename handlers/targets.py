@@ -6,15 +6,20 @@ isolation, a CA bundle for a Python handler), since a setting that is ignored is
 
 from __future__ import annotations
 
-from config.mapping import MappingConfig
-from config.settings import Settings
-from handlers.worker import WorkerConfig
-from pollers.aws import AwsClients
-from router.http_invoker import HttpInvoker
-from router.invoker import Invoker, PythonInvoker
-from router.lambda_invoker import LambdaInvoker
-from router.process_pool import ProcessPoolInvoker
-from router.reserved import ReservedConflict, ReservedInvoker, ReservedPools, reserved_key
+from sluiceway.config.mapping import MappingConfig
+from sluiceway.config.settings import Settings
+from sluiceway.core.aws import AwsClients
+from sluiceway.handlers.http_target import HttpInvoker
+from sluiceway.handlers.invoker import Invoker, PythonInvoker
+from sluiceway.handlers.lambda_target import LambdaInvoker
+from sluiceway.handlers.process_pool import ProcessPoolInvoker
+from sluiceway.handlers.reserved import (
+    ReservedConflict,
+    ReservedInvoker,
+    ReservedPools,
+    reserved_key,
+)
+from sluiceway.handlers.worker import WorkerConfig
 
 
 class TargetError(ValueError):

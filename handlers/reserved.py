@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from router.invoker import Invoker
-from router.outcomes import InvocationResult, InvokeFailure
+from sluiceway.handlers.invoker import Invoker
+from sluiceway.handlers.results import InvocationResult, InvokeFailure
 
 
 @dataclass
@@ -56,12 +56,13 @@ class ReservedPools:
         return existing
 
 
-class ReservedInvoker:
+class ReservedInvoker(Invoker):
     """Wraps an invoker with a shared pool: over the cap, throttle at once instead of waiting."""
 
     def __init__(self, inner: Invoker, pool: ConcurrencyPool) -> None:
         self.inner = inner
         self.pool = pool
+        self.function_name = inner.function_name
 
     async def invoke(self, event: dict[str, Any]) -> InvocationResult:
         if not self.pool.try_acquire():
@@ -79,17 +80,13 @@ class ReservedInvoker:
         """Whether another invocation would run now: the pool has a slot and the target room."""
         if self.pool.in_flight >= self.pool.limit:
             return False
-        inner = getattr(self.inner, "has_room", None)
-        return bool(inner()) if inner is not None else True
+        return self.inner.has_room()
 
     async def warm(self) -> float | None:
-        warm = getattr(self.inner, "warm", None)
-        return await warm() if warm is not None else None
+        return await self.inner.warm()
 
     async def aclose(self) -> None:
-        aclose = getattr(self.inner, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await self.inner.aclose()
 
 
 def reserved_key(handler: str, kind: str) -> str:

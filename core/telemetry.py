@@ -15,28 +15,20 @@ API for instrumenting code:
 from __future__ import annotations
 
 import contextlib
-import contextvars
-import itertools
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.trace import Link, Span, SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace import Link, Span, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
-from router import logs
-from router.records import SourceRecord
 
 log = logging.getLogger(__name__)
 
 _TRACER_NAME = "sluiceway"
-_NOOP: Span = trace.INVALID_SPAN
+NOOP_SPAN: Span = trace.INVALID_SPAN
 _propagator = TraceContextTextMapPropagator()
-_in_batch: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "sluiceway_in_batch", default=False
-)
 
 MESSAGING_SYSTEM = {"sqs": "aws_sqs", "kinesis": "aws.kinesis", "dynamodb": "aws.dynamodb"}
 """messaging.system per source kind (aws_sqs is the semantic conventions' well-known value)."""
@@ -57,8 +49,14 @@ def enabled() -> bool:
     return _state.tracer is not None
 
 
-def per_record_spans() -> bool:
-    return _state.tracer is not None and _state.per_record
+def tracer() -> trace.Tracer | None:
+    """The active tracer, None when tracing is off."""
+    return _state.tracer
+
+
+def per_record() -> bool:
+    """SLUICEWAY_TRACE_RECORDS: one span per record inside each invocation."""
+    return _state.per_record
 
 
 def use_tracer_provider(provider: Any | None, *, per_record: bool = False) -> None:
@@ -88,7 +86,7 @@ def span(
     """A span made current for the body; exceptions are recorded and re-raised."""
     tracer = _state.tracer
     if tracer is None:
-        yield _NOOP
+        yield NOOP_SPAN
         return
     with tracer.start_as_current_span(
         name, kind=kind, links=links, attributes=_attrs(attributes, attrs)
@@ -97,66 +95,10 @@ def span(
 
 
 def current_span() -> Span:
-    return trace.get_current_span() if _state.tracer is not None else _NOOP
+    return trace.get_current_span() if _state.tracer is not None else NOOP_SPAN
 
 
-# ---------------------------------------------------------------------- producer context
-
-
-def xray_to_span_context(header: str) -> SpanContext | None:
-    """`Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1` as W3C ids."""
-    fields: dict[str, str] = {}
-    for part in header.split(";"):
-        key, sep, value = part.strip().partition("=")
-        if sep:
-            fields[key] = value
-    root, parent = fields.get("Root", ""), fields.get("Parent", "")
-    pieces = root.split("-")
-    if len(pieces) != 3 or pieces[0] != "1" or len(parent) != 16:
-        return None
-    try:
-        trace_id = int(pieces[1] + pieces[2], 16)
-        span_id = int(parent, 16)
-    except ValueError:
-        return None
-    if not trace_id or not span_id or len(pieces[1] + pieces[2]) != 32:
-        return None
-    flags = TraceFlags.SAMPLED if fields.get("Sampled") == "1" else TraceFlags.DEFAULT
-    return SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags))
-
-
-def traceparent_to_span_context(value: str) -> SpanContext | None:
-    ctx = _propagator.extract({"traceparent": value})
-    span_context = trace.get_current_span(ctx).get_span_context()
-    return span_context if span_context.is_valid else None
-
-
-def producer_context(event: Mapping[str, Any]) -> SpanContext | None:
-    """The producer's span for one Lambda-shaped record, if it carries one."""
-    header = (event.get("attributes") or {}).get("AWSTraceHeader")
-    if header:
-        found = xray_to_span_context(header)
-        if found is not None:
-            return found
-    attribute = (event.get("messageAttributes") or {}).get("traceparent")
-    if attribute and attribute.get("stringValue"):
-        return traceparent_to_span_context(attribute["stringValue"])
-    return None
-
-
-def links_from_records(records: Sequence[SourceRecord]) -> list[Link]:
-    """One link per distinct producer span (empty when tracing is off)."""
-    if _state.tracer is None:
-        return []
-    seen: set[tuple[int, int]] = set()
-    links: list[Link] = []
-    for record in records:
-        found = producer_context(record.event)
-        if found is None or (found.trace_id, found.span_id) in seen:
-            continue
-        seen.add((found.trace_id, found.span_id))
-        links.append(Link(found, {"messaging.message.id": record.item_id}))
-    return links
+# ---------------------------------------------------------------------- spans every layer opens
 
 
 def source_name(arn: str) -> str:
@@ -165,68 +107,11 @@ def source_name(arn: str) -> str:
     return name.split("/")[1] if "/" in name else name
 
 
-def source_attributes(records: Sequence[SourceRecord], kind: str) -> dict[str, Any]:
-    """messaging.* attributes for a batch from its first record."""
-    arn = str(records[0].event.get("eventSourceARN", "")) if records else ""
-    name = source_name(arn)
-    return {
-        "messaging.system": MESSAGING_SYSTEM.get(kind, kind),
-        "messaging.destination.name": name,
-        "messaging.batch.message_count": len(records),
-        "faas.trigger": FAAS_TRIGGER.get(kind, "other"),
-        "cloud.resource_id": arn or None,
-    }
-
-
-_batch_ids = itertools.count(1)
-_BATCH_PREFIX = os.urandom(3).hex()
-
-
-def new_batch_id() -> str:
-    """Unique in the process and cheap (no span needed): logs and spans share it."""
-    return f"{_BATCH_PREFIX}-{next(_batch_ids):x}"
-
-
-@contextlib.contextmanager
-def batch_span(records: Sequence[SourceRecord], mapping: str, kind: str) -> Iterator[Span]:
-    """The per-batch span, linked to every producer, with mapping and batch_id bound for logs.
-
-    Nested calls (a poller opened it around processing and settling) reuse the open one.
-    """
-    if _in_batch.get():
-        yield current_span()
-        return
-    batch_id = new_batch_id()
-    token = _in_batch.set(True)
-    try:
-        with logs.bind(mapping=mapping, batch_id=batch_id):
-            if _state.tracer is None:
-                yield _NOOP
-                return
-            attributes = source_attributes(records, kind)
-            attributes.update(
-                {
-                    "messaging.operation": "process",
-                    "sluiceway.mapping": mapping,
-                    "sluiceway.batch_id": batch_id,
-                }
-            )
-            with span(
-                f"{attributes['messaging.destination.name']} process",
-                kind=SpanKind.CONSUMER,
-                links=links_from_records(records),
-                attributes=attributes,
-            ) as current:
-                yield current
-    finally:
-        _in_batch.reset(token)
-
-
 @contextlib.contextmanager
 def poll_span(source: str, kind: str, operation: str = "receive", **attrs: Any) -> Iterator[Span]:
     """One poll of the source (ReceiveMessage, GetRecords); set the count with `set_count`."""
     if _state.tracer is None:
-        yield _NOOP
+        yield NOOP_SPAN
         return
     with span(
         f"{source} {operation}",
@@ -244,58 +129,6 @@ def poll_span(source: str, kind: str, operation: str = "receive", **attrs: Any) 
 def set_count(current: Span, count: int) -> None:
     if current.is_recording():
         current.set_attribute("messaging.batch.message_count", count)
-
-
-@contextlib.contextmanager
-def invocation_span(
-    function_name: str, kind: str, records: Sequence[SourceRecord], coldstart: bool
-) -> Iterator[Span]:
-    """The handler invocation (faas.*); the handler's own spans nest under it, threads included.
-
-    With SLUICEWAY_TRACE_RECORDS=true, one child span per record (linked to its producer) is
-    open for the length of the invocation.
-    """
-    if _state.tracer is None:
-        yield _NOOP
-        return
-    attributes = {
-        "faas.name": function_name,
-        "faas.trigger": FAAS_TRIGGER.get(kind, "other"),
-        "faas.coldstart": coldstart,
-        "messaging.batch.message_count": len(records),
-    }
-    with span(function_name, kind=SpanKind.SERVER, attributes=attributes) as current:
-        if not _state.per_record:
-            yield current
-            return
-        tracer = _state.tracer
-        per_record = []
-        for record in records:
-            producer = producer_context(record.event)
-            per_record.append(
-                tracer.start_span(
-                    f"{function_name} record",
-                    links=[Link(producer)] if producer else None,
-                    attributes={"messaging.message.id": record.item_id},
-                )
-            )
-        try:
-            yield current
-        finally:
-            for child in per_record:
-                child.end()
-
-
-def retry_span(
-    attempt: int, size: int, reason: str | None = None
-) -> contextlib.AbstractContextManager[Span]:
-    """Around one retry of a failed batch (stream retries, bisected halves)."""
-    return span(
-        "retry",
-        sluiceway__attempt=attempt,
-        messaging__batch__message_count=size,
-        sluiceway__retry_reason=reason,
-    )
 
 
 def destination_span(
@@ -318,33 +151,6 @@ def annotate_invocation(request_id: str) -> None:
     """Called by invokers once the request id exists (the span is the current invocation's)."""
     if _state.tracer is not None:
         trace.get_current_span().set_attribute("faas.invocation_id", request_id)
-
-
-def annotate_result(current: Span, result: Any) -> None:
-    """Mark the invocation span with a function error or an invoke failure."""
-    if not current.is_recording():
-        return
-    error_type = getattr(result, "error_type", None)
-    if error_type is not None:
-        record_error(current, error_type, getattr(result, "message", ""))
-        current.set_attribute("faas.error", getattr(result, "function_error", "Unhandled"))
-    elif hasattr(result, "throttled"):
-        record_error(current, "Throttled" if result.throttled else "InvokeFailure", result.reason)
-
-
-def annotate_outcome(outcome: Any, size: int) -> None:
-    """Mark the current (batch) span with what the response meant for the batch."""
-    current = current_span()
-    if not current.is_recording():
-        return
-    name = type(outcome).__name__
-    current.set_attribute("sluiceway.outcome", name)
-    failed = getattr(outcome, "failed_ids", None)
-    if failed is not None:
-        current.set_attribute("sluiceway.failed_count", len(failed))
-    elif name == "BatchFailed":
-        current.set_attribute("sluiceway.failed_count", size)
-        record_error(current, "BatchFailed", getattr(outcome, "reason", ""))
 
 
 def record_error(current: Span, error_type: str, message: str = "") -> None:

@@ -5,14 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import anyio
-
-from config.mapping import MappingConfig
-from config.settings import Settings
-from config.sources import DestinationRef
-from handlers.loader import HandlerLoadError, load_handler
-from pollers.aws import AwsClients
-from pollers.retry import error_code
-from router.target_checks import reach_http, reach_lambda
+from sluiceway.app.target_checks import reach_http, reach_lambda
+from sluiceway.config.mapping import MappingConfig
+from sluiceway.config.settings import Settings
+from sluiceway.config.sources import DestinationRef
+from sluiceway.core.aws import AwsClients
+from sluiceway.core.aws_retry import error_code
+from sluiceway.handlers.loader import HandlerLoadError, load_handler
 
 CHECK_TIMEOUT_SECONDS = 15.0
 

@@ -21,11 +21,10 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import orjson
-
-from handlers.worker import OUT_OF_MEMORY, WorkerConfig, main
-from router.invoker import EXIT_ERROR, TIMED_OUT
-from router.outcomes import FunctionError, InvocationResult, Returned, with_request_id
-from router.telemetry import annotate_invocation
+from sluiceway.core.telemetry import annotate_invocation
+from sluiceway.handlers.invoker import EXIT_ERROR, TIMED_OUT, Invoker
+from sluiceway.handlers.results import FunctionError, InvocationResult, Returned, with_request_id
+from sluiceway.handlers.worker import OUT_OF_MEMORY, WorkerConfig, main
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +90,7 @@ def _spawn(config: WorkerConfig, timeout: float) -> Worker | FunctionError:
     return worker
 
 
-class ProcessPoolInvoker:
+class ProcessPoolInvoker(Invoker):
     """Runs a Python handler in up to `size` worker processes; an idle worker is reused (warm)."""
 
     def __init__(

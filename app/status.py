@@ -14,9 +14,8 @@ import aiohttp
 import anyio
 import orjson
 from aiobotocore.session import get_session
-
-from config.settings import Settings
-from pollers.retry import error_code
+from sluiceway.config.settings import Settings
+from sluiceway.core.aws_retry import error_code
 
 STATUS_TIMEOUT_SECONDS = 5.0
 MAX_SCAN_PAGES = 100

@@ -19,9 +19,14 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import anyio
 import orjson
-
-from router.invoker import EXIT_ERROR, MAX_RESPONSE_BYTES, RESPONSE_TOO_LARGE, TIMED_OUT
-from router.outcomes import (
+from sluiceway.handlers.invoker import (
+    EXIT_ERROR,
+    MAX_RESPONSE_BYTES,
+    RESPONSE_TOO_LARGE,
+    TIMED_OUT,
+    Invoker,
+)
+from sluiceway.handlers.results import (
     FunctionError,
     InvocationResult,
     InvokeFailure,
@@ -54,7 +59,7 @@ def ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
     return context
 
 
-class HttpInvoker:
+class HttpInvoker(Invoker):
     """POSTs each event to one target over a pooled connection (one ClientSession per target)."""
 
     def __init__(

@@ -10,28 +10,27 @@ from typing import Any, Protocol
 
 import anyio
 import anyio.to_thread
-
-from config.mapping import MappingConfig
-from config.settings import Settings
-from handlers.loader import HandlerLoadError
-from pollers.aws import AwsClients
-from pollers.checkpoints import CheckpointStore, MemoryCheckpoints
-from pollers.checkpoints_sqlite import CheckpointLockError, SqliteCheckpoints
-from pollers.dynamodb import DynamoDbStreamApi
-from pollers.kinesis import KinesisApi
-from pollers.pacing import PollPacer
-from pollers.sqs import SqsPoller
-from pollers.stream import StreamApi
-from pollers.stream_poller import StreamPoller
-from router.filters import compile_filter_criteria
-from router.http import HttpServer
-from router.invoker import Invoker
-from router.logs import bind as bind_log_context
-from router.metrics import Metrics
-from router.processor import BatchProcessor
-from router.reserved import ReservedPools
-from router.stats import MappingStats, Registry
-from router.targets import TargetError, build_target
+from sluiceway.app.server import HttpServer
+from sluiceway.config.mapping import MappingConfig
+from sluiceway.config.settings import Settings
+from sluiceway.core.aws import AwsClients
+from sluiceway.core.logs import bind as bind_log_context
+from sluiceway.core.metrics import Metrics
+from sluiceway.core.stats import MappingStats, Registry
+from sluiceway.handlers.invoker import Invoker
+from sluiceway.handlers.loader import HandlerLoadError
+from sluiceway.handlers.reserved import ReservedPools
+from sluiceway.handlers.targets import TargetError, build_target
+from sluiceway.pollers.checkpoints import CheckpointStore, MemoryCheckpoints
+from sluiceway.pollers.checkpoints_sqlite import CheckpointLockError, SqliteCheckpoints
+from sluiceway.pollers.dynamodb import DynamoDbStreamApi
+from sluiceway.pollers.kinesis import KinesisApi
+from sluiceway.pollers.leases import LeaseTableError
+from sluiceway.pollers.pacing import PollPacer
+from sluiceway.pollers.sqs import SqsPoller
+from sluiceway.pollers.stream import StreamApi
+from sluiceway.pollers.stream_poller import StreamPoller
+from sluiceway.router.runner import build_runner
 
 log = logging.getLogger(__name__)
 
@@ -75,20 +74,12 @@ def build_poller(
     checkpoints: CheckpointStore | None = None,
     pacer: PollPacer | None = None,
 ) -> Poller:
-    processor = BatchProcessor(
-        invoker=invoker,
-        stats=stats,
-        record_filter=compile_filter_criteria(mapping.filter_criteria, mapping.kind),
-        report_batch_item_failures=mapping.report_batch_item_failures,
-        ordered_groups=mapping.source_ref.fifo,
-    )
+    runner = build_runner(mapping, invoker, stats, clients)
     if mapping.kind == "sqs":
-        return SqsPoller(mapping, clients, processor, stats)
+        return SqsPoller(mapping, clients, runner, stats)
     if checkpoints is not None and mapping.kind in ("kinesis", "dynamodb"):
         api = STREAM_APIS[mapping.kind](clients, mapping)
-        return StreamPoller(
-            mapping, api, processor, stats, checkpoints, clients=clients, pacer=pacer
-        )
+        return StreamPoller(mapping, api, runner, stats, checkpoints, pacer=pacer)
     raise UnsupportedMapping(
         f"mapping {mapping.name}: {mapping.kind} sources are not supported by this build"
     )
@@ -105,7 +96,7 @@ def build_checkpoints(settings: Settings) -> CheckpointStore:
         except CheckpointLockError as exc:
             raise UnsupportedMapping(str(exc)) from None
     if config.backend == "dynamodb" and config.table:
-        from pollers.checkpoints_dynamodb import DynamoCheckpoints
+        from sluiceway.pollers.checkpoints_dynamodb import DynamoCheckpoints
 
         return DynamoCheckpoints(
             config.table, settings.aws_region, lease_seconds=config.lease_seconds
@@ -118,13 +109,8 @@ def build_checkpoints(settings: Settings) -> CheckpointStore:
 async def _start_checkpoints(store: CheckpointStore) -> None:
     """Create or check a lease table before any poller starts: a table that cannot be used is a
     start-up error; one that cannot be reached yet is retried by the pollers."""
-    start = getattr(store, "start", None)
-    if start is None:
-        return
-    from pollers.leases import LeaseTableError
-
     try:
-        await start()
+        await store.start()
     except LeaseTableError as exc:
         await store.close()
         raise UnsupportedMapping(str(exc)) from None
@@ -234,17 +220,12 @@ class Service:
     async def _close_invokers(self) -> None:
         """Close pooled connections and stop worker processes."""
         for invoker in self.invokers.values():
-            aclose = getattr(invoker, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await invoker.aclose()
 
     async def _warm(self, name: str, invoker: Invoker) -> None:
         """Run each handler's init phase before its first batch, so no batch pays a cold start."""
-        warm = getattr(invoker, "warm", None)
-        if warm is None:
-            return
         try:
-            self.registry.mappings[name].init_duration_seconds = await warm()
+            self.registry.mappings[name].init_duration_seconds = await invoker.warm()
         except HandlerLoadError as exc:
             # As in Lambda, every invocation will now fail with this error and be retried.
             log.error("mapping %s: handler cannot be loaded: %s: %s", name, exc.error_type, exc)

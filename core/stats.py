@@ -29,6 +29,8 @@ class MappingStats:
     duration_seconds: float = 0.0
     in_flight: int = 0
     concurrency_target: int = 0
+    leases: int = 0
+    """Stream mappings: shard leases this replica holds (every shard, with a local store)."""
     iterator_age_ms: float | None = None
     init_duration_seconds: float | None = None
     shards: dict[str, dict[str, object]] = field(default_factory=dict)

@@ -7,8 +7,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-
-from router.stats import Registry
+from sluiceway.core.stats import Registry
 
 
 def _json(body: Any, status: int = 200) -> web.Response:

@@ -14,18 +14,22 @@ from typing import Any
 import anyio
 import orjson
 from botocore.exceptions import BotoCoreError, ClientError
-
-from pollers.aws import AwsClients
-from router.http_invoker import read_function_answer
-from router.invoker import marshal_response
-from router.outcomes import FunctionError, InvocationResult, InvokeFailure, with_request_id
+from sluiceway.core.aws import AwsClients
+from sluiceway.handlers.http_target import read_function_answer
+from sluiceway.handlers.invoker import Invoker, marshal_response
+from sluiceway.handlers.results import (
+    FunctionError,
+    InvocationResult,
+    InvokeFailure,
+    with_request_id,
+)
 
 TRANSPORT_GRACE = 10.0
 """Seconds beyond the function timeout allowed for the Invoke call itself."""
 _THROTTLES = frozenset({"TooManyRequestsException", "EC2ThrottledException"})
 
 
-class LambdaInvoker:
+class LambdaInvoker(Invoker):
     """Synchronous Invoke of one function ARN (optionally qualified)."""
 
     def __init__(self, arn: str, clients: AwsClients, function_timeout: float = 3.0) -> None:

@@ -1,0 +1,1 @@
+"""Shared bottom layer: errors, AWS clients and their retries, telemetry primitives, logging."""

@@ -1,0 +1,226 @@
+"""Spans of a batch's life in the router: the batch, its invocations, retries, producer links.
+
+The primitives (tracer state, `span`, poll and destination spans) are `sluiceway.core.telemetry`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import itertools
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import Link, Span, SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from sluiceway.core import logs
+from sluiceway.core.telemetry import (
+    FAAS_TRIGGER,
+    MESSAGING_SYSTEM,
+    NOOP_SPAN,
+    current_span,
+    per_record,
+    record_error,
+    source_name,
+    span,
+    tracer,
+)
+from sluiceway.handlers.results import FunctionError, InvocationResult, InvokeFailure
+from sluiceway.router.outcomes import BatchFailed, Outcome, PartialFailure
+from sluiceway.router.records import SourceRecord
+
+_propagator = TraceContextTextMapPropagator()
+_in_batch: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "sluiceway_in_batch", default=False
+)
+
+
+_batch_ids = itertools.count(1)
+_BATCH_PREFIX = os.urandom(3).hex()
+
+
+def xray_to_span_context(header: str) -> SpanContext | None:
+    """`Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1` as W3C ids."""
+    fields: dict[str, str] = {}
+    for part in header.split(";"):
+        key, sep, value = part.strip().partition("=")
+        if sep:
+            fields[key] = value
+    root, parent = fields.get("Root", ""), fields.get("Parent", "")
+    pieces = root.split("-")
+    if len(pieces) != 3 or pieces[0] != "1" or len(parent) != 16:
+        return None
+    try:
+        trace_id = int(pieces[1] + pieces[2], 16)
+        span_id = int(parent, 16)
+    except ValueError:
+        return None
+    if not trace_id or not span_id or len(pieces[1] + pieces[2]) != 32:
+        return None
+    flags = TraceFlags.SAMPLED if fields.get("Sampled") == "1" else TraceFlags.DEFAULT
+    return SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags))
+
+
+def traceparent_to_span_context(value: str) -> SpanContext | None:
+    ctx = _propagator.extract({"traceparent": value})
+    span_context = trace.get_current_span(ctx).get_span_context()
+    return span_context if span_context.is_valid else None
+
+
+def producer_context(event: Mapping[str, Any]) -> SpanContext | None:
+    """The producer's span for one Lambda-shaped record, if it carries one."""
+    header = (event.get("attributes") or {}).get("AWSTraceHeader")
+    if header:
+        found = xray_to_span_context(header)
+        if found is not None:
+            return found
+    attribute = (event.get("messageAttributes") or {}).get("traceparent")
+    if attribute and attribute.get("stringValue"):
+        return traceparent_to_span_context(attribute["stringValue"])
+    return None
+
+
+def links_from_records(records: Sequence[SourceRecord]) -> list[Link]:
+    """One link per distinct producer span (empty when tracing is off)."""
+    if tracer() is None:
+        return []
+    seen: set[tuple[int, int]] = set()
+    links: list[Link] = []
+    for record in records:
+        found = producer_context(record.event)
+        if found is None or (found.trace_id, found.span_id) in seen:
+            continue
+        seen.add((found.trace_id, found.span_id))
+        links.append(Link(found, {"messaging.message.id": record.item_id}))
+    return links
+
+
+def source_attributes(records: Sequence[SourceRecord], kind: str) -> dict[str, Any]:
+    """messaging.* attributes for a batch from its first record."""
+    arn = str(records[0].event.get("eventSourceARN", "")) if records else ""
+    name = source_name(arn)
+    return {
+        "messaging.system": MESSAGING_SYSTEM.get(kind, kind),
+        "messaging.destination.name": name,
+        "messaging.batch.message_count": len(records),
+        "faas.trigger": FAAS_TRIGGER.get(kind, "other"),
+        "cloud.resource_id": arn or None,
+    }
+
+
+def new_batch_id() -> str:
+    """Unique in the process and cheap (no span needed): logs and spans share it."""
+    return f"{_BATCH_PREFIX}-{next(_batch_ids):x}"
+
+
+@contextlib.contextmanager
+def batch_span(records: Sequence[SourceRecord], mapping: str, kind: str) -> Iterator[Span]:
+    """The per-batch span, linked to every producer, with mapping and batch_id bound for logs.
+
+    Nested calls (a poller opened it around processing and settling) reuse the open one.
+    """
+    if _in_batch.get():
+        yield current_span()
+        return
+    batch_id = new_batch_id()
+    token = _in_batch.set(True)
+    try:
+        with logs.bind(mapping=mapping, batch_id=batch_id):
+            if tracer() is None:
+                yield NOOP_SPAN
+                return
+            attributes = source_attributes(records, kind)
+            attributes.update(
+                {
+                    "messaging.operation": "process",
+                    "sluiceway.mapping": mapping,
+                    "sluiceway.batch_id": batch_id,
+                }
+            )
+            with span(
+                f"{attributes['messaging.destination.name']} process",
+                kind=SpanKind.CONSUMER,
+                links=links_from_records(records),
+                attributes=attributes,
+            ) as current:
+                yield current
+    finally:
+        _in_batch.reset(token)
+
+
+@contextlib.contextmanager
+def invocation_span(
+    function_name: str, kind: str, records: Sequence[SourceRecord], coldstart: bool
+) -> Iterator[Span]:
+    """The handler invocation (faas.*); the handler's own spans nest under it, threads included.
+
+    With SLUICEWAY_TRACE_RECORDS=true, one child span per record (linked to its producer) is
+    open for the length of the invocation.
+    """
+    if tracer() is None:
+        yield NOOP_SPAN
+        return
+    attributes = {
+        "faas.name": function_name,
+        "faas.trigger": FAAS_TRIGGER.get(kind, "other"),
+        "faas.coldstart": coldstart,
+        "messaging.batch.message_count": len(records),
+    }
+    with span(function_name, kind=SpanKind.SERVER, attributes=attributes) as current:
+        active = tracer()
+        if active is None or not per_record():
+            yield current
+            return
+        children = []
+        for record in records:
+            producer = producer_context(record.event)
+            children.append(
+                active.start_span(
+                    f"{function_name} record",
+                    links=[Link(producer)] if producer else None,
+                    attributes={"messaging.message.id": record.item_id},
+                )
+            )
+        try:
+            yield current
+        finally:
+            for child in children:
+                child.end()
+
+
+def retry_span(
+    attempt: int, size: int, reason: str | None = None
+) -> contextlib.AbstractContextManager[Span]:
+    """Around one retry of a failed batch (stream retries, bisected halves)."""
+    return span(
+        "retry",
+        sluiceway__attempt=attempt,
+        messaging__batch__message_count=size,
+        sluiceway__retry_reason=reason,
+    )
+
+
+def annotate_result(current: Span, result: InvocationResult) -> None:
+    """Mark the invocation span with a function error or an invoke failure."""
+    if not current.is_recording():
+        return
+    if isinstance(result, FunctionError):
+        record_error(current, result.error_type, result.message)
+        current.set_attribute("faas.error", result.function_error)
+    elif isinstance(result, InvokeFailure):
+        record_error(current, "Throttled" if result.throttled else "InvokeFailure", result.reason)
+
+
+def annotate_outcome(outcome: Outcome, size: int) -> None:
+    """Mark the current (batch) span with what the response meant for the batch."""
+    current = current_span()
+    if not current.is_recording():
+        return
+    current.set_attribute("sluiceway.outcome", type(outcome).__name__)
+    if isinstance(outcome, PartialFailure):
+        current.set_attribute("sluiceway.failed_count", len(outcome.failed_ids))
+    elif isinstance(outcome, BatchFailed):
+        current.set_attribute("sluiceway.failed_count", size)
+        record_error(current, "BatchFailed", outcome.reason)
