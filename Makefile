@@ -25,6 +25,7 @@ demo: $(BIN)/sluiceway
 
 test: $(BIN)/sluiceway .venv-ministack/bin/ministack node_modules/kinesalite/cli.js
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 # Benchmark peers and tools live in bench/ so they never touch the service's environment.
@@ -44,4 +45,4 @@ run: $(BIN)/sluiceway
 	$(BIN)/sluiceway run
 
 clean:
-	rm -rf $(VENV) .venv-ministack node_modules .pytest_cache sluiceway.db bench/.venv-peers bench/node_modules bench/results
+	rm -rf $(VENV) build .venv-ministack node_modules .pytest_cache sluiceway.db bench/.venv-peers bench/node_modules bench/results

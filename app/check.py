@@ -11,7 +11,9 @@ from sluiceway.config.settings import Settings
 from sluiceway.config.sources import DestinationRef
 from sluiceway.core.aws import AwsClients
 from sluiceway.core.aws_retry import error_code
-from sluiceway.handlers.loader import HandlerLoadError, load_handler
+from sluiceway.handlers.loader import HandlerLoadError
+from sluiceway.handlers.targets import TargetError, build_target
+from sluiceway.pollers.probes import probe_source
 
 CHECK_TIMEOUT_SECONDS = 15.0
 
@@ -28,50 +30,11 @@ class CheckResult:
         return f"{mark} {self.mapping}: {self.what} — {self.detail}"
 
 
-async def _check_sqs(mapping: MappingConfig, clients: AwsClients) -> CheckResult:
-    source = mapping.source_ref
-    sqs = await clients.client("sqs")
-    url = source.queue_url
-    if not url:
-        url = (await sqs.get_queue_url(QueueName=source.name))["QueueUrl"]
-    attrs = (await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"]))["Attributes"]
-    vt = int(attrs.get("VisibilityTimeout", 30))
-    notes = [f"visibility timeout {vt}s"]
-    notes.append("redrive policy set" if "RedrivePolicy" in attrs else "no redrive policy (no DLQ)")
-    return CheckResult(mapping.name, f"source {url}", True, ", ".join(notes))
-
-
-async def _check_stream(mapping: MappingConfig, clients: AwsClients) -> CheckResult:
-    """Kinesis: DescribeStreamSummary. DynamoDB: the table's latest stream, DescribeStream."""
-    source = mapping.source_ref
-    if mapping.kind == "kinesis":
-        kinesis = await clients.client("kinesis")
-        summary = (await kinesis.describe_stream_summary(StreamName=source.name))[
-            "StreamDescriptionSummary"
-        ]
-        detail = f"{summary['StreamStatus']}, {summary.get('OpenShardCount', '?')} open shards"
-        return CheckResult(mapping.name, f"source {source.arn}", True, detail)
-    arn = source.arn
-    if not source.stream_label:
-        dynamodb = await clients.client("dynamodb")
-        table = (await dynamodb.describe_table(TableName=source.table))["Table"]
-        arn = table.get("LatestStreamArn") or ""
-        if not arn:
-            return CheckResult(mapping.name, f"source {source.arn}", False, "no stream enabled")
-    streams = await clients.client("dynamodbstreams")
-    description = (await streams.describe_stream(StreamArn=arn))["StreamDescription"]
-    detail = f"{description['StreamStatus']}, {description.get('StreamViewType', '?')}"
-    return CheckResult(mapping.name, f"source {arn}", True, detail)
-
-
 async def _check_source(mapping: MappingConfig, clients: AwsClients) -> CheckResult:
     try:
         with anyio.fail_after(CHECK_TIMEOUT_SECONDS):
-            if mapping.kind == "sqs":
-                return await _check_sqs(mapping, clients)
-            if mapping.kind in ("kinesis", "dynamodb"):
-                return await _check_stream(mapping, clients)
-            return CheckResult(mapping.name, "source", False, f"{mapping.kind} is not supported")
+            what, detail = await probe_source(mapping, clients)
+            return CheckResult(mapping.name, what, True, detail)
     except TimeoutError:
         return CheckResult(mapping.name, "source", False, "no answer within 15s")
     except Exception as exc:
@@ -80,25 +43,32 @@ async def _check_source(mapping: MappingConfig, clients: AwsClients) -> CheckRes
         )
 
 
-async def _check_handler(mapping: MappingConfig, clients: AwsClients) -> CheckResult:
+async def _check_handler(
+    mapping: MappingConfig, settings: Settings, clients: AwsClients
+) -> CheckResult:
+    """HTTP and Lambda targets are reached without invoking; a Python handler is loaded exactly
+    as `run` loads it: the same target, isolation and environment, its init phase run once."""
     handler = mapping.handler
+    what = f"handler {handler}"
     if mapping.handler_kind in ("http", "lambda"):
         if mapping.handler_kind == "http":
             ok, detail = await reach_http(mapping)
         else:
             ok, detail = await reach_lambda(mapping, clients)
-        return CheckResult(mapping.name, f"handler {handler}", ok, detail)
+        return CheckResult(mapping.name, what, ok, detail)
     try:
-        loaded = await anyio.to_thread.run_sync(load_handler, handler, mapping.code_path)
+        invoker = build_target(mapping, settings, clients)
+    except TargetError as exc:
+        return CheckResult(mapping.name, what, False, str(exc))
+    try:
+        init = await invoker.warm()
     except HandlerLoadError as exc:
-        return CheckResult(mapping.name, f"handler {handler}", False, f"{exc.error_type}: {exc}")
-    kind = "async" if loaded.is_async else "sync"
-    return CheckResult(
-        mapping.name,
-        f"handler {handler}",
-        True,
-        f"{kind}, init {loaded.init_duration * 1000:.1f} ms",
-    )
+        return CheckResult(mapping.name, what, False, f"{exc.error_type}: {exc}")
+    finally:
+        with anyio.CancelScope(shield=True):
+            await invoker.aclose()
+    init_ms = f"init {(init or 0.0) * 1000:.1f} ms"
+    return CheckResult(mapping.name, what, True, f"isolation {mapping.isolation}, {init_ms}")
 
 
 async def _reach_destination(ref: DestinationRef, clients: AwsClients) -> str:
@@ -141,7 +111,7 @@ async def run_checks(settings: Settings) -> list[CheckResult]:
     results: list[CheckResult] = []
     async with AwsClients(settings.aws_region) as clients:
         for mapping in settings.mappings.values():
-            results.append(await _check_handler(mapping, clients))
+            results.append(await _check_handler(mapping, settings, clients))
             results.append(await _check_source(mapping, clients))
             destination = await _check_destination(mapping, clients)
             if destination is not None:

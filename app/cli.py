@@ -7,6 +7,7 @@ import sys
 
 import anyio
 from sluiceway.config import ConfigError, load_settings
+from sluiceway.core.errors import SluicewayError
 from sluiceway.core.logs import configure_logging
 from sluiceway.core.telemetry import setup_tracing
 from sluiceway.core.telemetry import shutdown as shutdown_tracing
@@ -21,7 +22,7 @@ def _load_or_exit():  # type: ignore[no-untyped-def]
 
 
 def _run(_: argparse.Namespace) -> int:
-    from sluiceway.app.service import Service, UnsupportedMapping
+    from sluiceway.app.service import Service
 
     settings = _load_or_exit()
     configure_logging(settings.log_level, settings.log_format, log_bodies=settings.log_bodies)
@@ -34,9 +35,6 @@ def _run(_: argparse.Namespace) -> int:
     setup_tracing(trace_records=settings.trace_records)
     try:
         anyio.run(Service(settings).run)
-    except UnsupportedMapping as exc:
-        print(f"sluiceway: {exc}", file=sys.stderr)
-        return 2
     finally:
         shutdown_tracing()  # flush buffered spans, after the loop
     return 0
@@ -111,7 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     sam.set_defaults(func=_import_sam)
     args = parser.parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except SluicewayError as exc:  # a condition we can name: one line, no traceback
+        print(f"sluiceway: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

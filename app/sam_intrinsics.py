@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from sluiceway.core.errors import SluicewayError
 
 _SHORT_FORMS = (
     "Ref", "Condition", "GetAtt", "Sub", "Join", "Select", "Split", "If", "Equals", "Not", "And",
@@ -23,7 +24,7 @@ _SHORT_FORMS = (
 )  # fmt: skip
 
 
-class Unresolved(ValueError):
+class Unresolved(SluicewayError, ValueError):
     """An intrinsic whose value is only known once the stack is deployed."""
 
 

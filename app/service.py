@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -14,6 +13,7 @@ from sluiceway.app.server import HttpServer
 from sluiceway.config.mapping import MappingConfig
 from sluiceway.config.settings import Settings
 from sluiceway.core.aws import AwsClients
+from sluiceway.core.errors import SluicewayError
 from sluiceway.core.logs import bind as bind_log_context
 from sluiceway.core.metrics import Metrics
 from sluiceway.core.stats import MappingStats, Registry
@@ -23,32 +23,21 @@ from sluiceway.handlers.reserved import ReservedPools
 from sluiceway.handlers.targets import TargetError, build_target
 from sluiceway.pollers.checkpoints import CheckpointStore, MemoryCheckpoints
 from sluiceway.pollers.checkpoints_sqlite import CheckpointLockError, SqliteCheckpoints
-from sluiceway.pollers.dynamodb import DynamoDbStreamApi
-from sluiceway.pollers.kinesis import KinesisApi
 from sluiceway.pollers.leases import LeaseTableError
 from sluiceway.pollers.pacing import PollPacer
+from sluiceway.pollers.poller import Poller
+from sluiceway.pollers.probes import STREAM_APIS
 from sluiceway.pollers.sqs import SqsPoller
-from sluiceway.pollers.stream import StreamApi
 from sluiceway.pollers.stream_poller import StreamPoller
 from sluiceway.router.runner import build_runner
 
 log = logging.getLogger(__name__)
 
-STREAM_APIS: dict[str, Callable[[AwsClients, MappingConfig], StreamApi]] = {
-    "kinesis": KinesisApi,
-    "dynamodb": DynamoDbStreamApi,
-}
-"""The stream API each stream source kind is read through; one StreamPoller serves both."""
 SHUTDOWN_GRACE_SECONDS = 5.0
 """Time beyond the longest function timeout that settling a batch may take on shutdown."""
 
 
-class Poller(Protocol):
-    async def run(self, *, task_status: Any = ...) -> None: ...
-    def stop(self) -> None: ...
-
-
-class UnsupportedMapping(Exception):
+class UnsupportedMapping(SluicewayError):
     """A mapping asks for something this build cannot run; named so `check` can report it."""
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
+from sluiceway.core.errors import SluicewayError
+
 _MAX_VALUE_CHARS: Final = 200
 
 
@@ -54,7 +56,7 @@ class ConfigProblem:
         return f"{self.variable}={shown}: {self.rule}"
 
 
-class ConfigError(Exception):
+class ConfigError(SluicewayError):
     """The configuration cannot run; `problems` lists every reason, each one actionable."""
 
     def __init__(self, problems: list[ConfigProblem]) -> None:

@@ -14,6 +14,7 @@ from operator import eq, ge, gt, le, lt
 from typing import Any, Literal, NoReturn
 
 import orjson
+from sluiceway.core.errors import SluicewayError
 
 SourceKind = Literal["sqs", "kinesis", "dynamodb"]
 Test = Callable[[Any], bool]
@@ -32,7 +33,7 @@ _COMPARE = {"=": eq, "<": lt, "<=": le, ">": gt, ">=": ge}
 _NOT_IN_LAMBDA = "not supported by Lambda event filtering"
 
 
-class FilterPatternError(ValueError):
+class FilterPatternError(SluicewayError, ValueError):
     """A filter pattern or FilterCriteria that Lambda would refuse at create or update time."""
 
 

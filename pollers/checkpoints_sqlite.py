@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import anyio
+from sluiceway.core.errors import SluicewayError
 from sluiceway.pollers.checkpoints import CheckpointStore
 
 _SCHEMA = """
@@ -39,7 +40,7 @@ CREATE TABLE IF NOT EXISTS windows (
 """
 
 
-class CheckpointLockError(RuntimeError):
+class CheckpointLockError(SluicewayError, RuntimeError):
     """Another process holds the checkpoint file."""
 
 

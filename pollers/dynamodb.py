@@ -6,6 +6,7 @@ from typing import Any
 
 from sluiceway.config.mapping import MappingConfig
 from sluiceway.core.aws import AwsClients
+from sluiceway.core.errors import SluicewayError
 from sluiceway.core.telemetry import poll_span, set_count, source_name
 from sluiceway.pollers.dynamodb_records import to_source_record
 from sluiceway.pollers.shards import Shard, StartPosition, shard_from_listing
@@ -15,7 +16,7 @@ GET_RECORDS_LIMIT = 1000
 """DynamoDB Streams' per-call maximum."""
 
 
-class StreamNotEnabled(RuntimeError):
+class StreamNotEnabled(SluicewayError, RuntimeError):
     """The table has no stream; retried, so the mapping starts once one is enabled."""
 
 
@@ -43,6 +44,11 @@ class DynamoDbStreamApi:
         if not arn or not table.get("StreamSpecification", {}).get("StreamEnabled", True):
             raise StreamNotEnabled(f"table {self._source.table} has no stream enabled")
         self.stream_arn = arn
+
+    async def describe(self) -> str:
+        response = await self._streams.describe_stream(StreamArn=self.stream_arn, Limit=1)
+        description = response["StreamDescription"]
+        return f"{description['StreamStatus']}, {description.get('StreamViewType', '?')}"
 
     async def list_shards(self) -> list[Shard]:
         shards: list[Shard] = []

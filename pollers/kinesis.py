@@ -56,12 +56,18 @@ class KinesisApi:
         # Lambda names the function's execution role; Sluiceway has none, so it names itself.
         self.identity_arn = f"arn:{source.partition}:iam::{source.account}:role/sluiceway"
         self._kinesis: Any = None
+        self._summary: dict[str, Any] = {}
 
     async def resolve(self) -> None:
         self._kinesis = await self._clients.client("kinesis")
         use_fast_timestamps(self._kinesis)
         summary = await self._kinesis.describe_stream_summary(StreamName=self.stream_name)
-        self.stream_arn = summary["StreamDescriptionSummary"].get("StreamARN", self.stream_arn)
+        self._summary = summary["StreamDescriptionSummary"]
+        self.stream_arn = self._summary.get("StreamARN", self.stream_arn)
+
+    async def describe(self) -> str:
+        summary = self._summary
+        return f"{summary['StreamStatus']}, {summary.get('OpenShardCount', '?')} open shards"
 
     async def list_shards(self) -> list[Shard]:
         shards: list[Shard] = []

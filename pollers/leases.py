@@ -24,6 +24,7 @@ from typing import Any
 import anyio
 from botocore.exceptions import ClientError
 from sluiceway.core.aws_retry import call_with_retry, error_code
+from sluiceway.core.errors import SluicewayError
 from sluiceway.pollers.checkpoints import ReadyFor, ShardLeases
 from sluiceway.pollers.lease_balance import ExpiryTracker, LeaseView, plan_takes
 from sluiceway.pollers.shards import SHARD_END, Shard
@@ -36,7 +37,7 @@ _CONDITION_FAILED = "ConditionalCheckFailedException"
 
 
 
-class LeaseTableError(RuntimeError):
+class LeaseTableError(SluicewayError, RuntimeError):
     """The lease table exists but cannot be used (wrong key schema)."""
 
 

@@ -27,6 +27,8 @@ from sluiceway.core.aws import LONG_POLL_SECONDS, AwsClients
 from sluiceway.core.aws_retry import call_with_retry, error_code
 from sluiceway.core.stats import MappingStats
 from sluiceway.core.telemetry import poll_span, set_count
+from sluiceway.pollers.poller import Poller
+from sluiceway.pollers.queue_info import read_queue
 from sluiceway.pollers.scaling import LAMBDA_SQS_MAX_CONCURRENCY, ConcurrencyScaler
 from sluiceway.pollers.sqs_records import to_source_record
 from sluiceway.router.batching import BatchBuilder, split_by_key
@@ -59,7 +61,7 @@ def concurrency_cap(mapping: MappingConfig) -> int:
     return cap
 
 
-class SqsPoller:
+class SqsPoller(Poller):
     """Polls one queue for one mapping until `stop()` (graceful) or cancellation."""
 
     def __init__(
@@ -111,28 +113,14 @@ class SqsPoller:
         """Find the queue and read the attributes the poller depends on (retries until reachable)."""
         sqs = self._sqs = await self._clients.client("sqs")
         self._receiver = await self._clients.client("sqs", long_poll=True)
-        if self.source.queue_url:
-            self.queue_url = self.source.queue_url
-        else:
-            response = await call_with_retry(
-                sqs.get_queue_url,
-                QueueName=self.source.name,
-                on_error=self._note_error,
-                retry_all=True,
-            )
-            self.queue_url = response["QueueUrl"]
-        response = await call_with_retry(
-            sqs.get_queue_attributes,
-            QueueUrl=self.queue_url,
-            AttributeNames=["All"],
-            on_error=self._note_error,
-            retry_all=True,
+        info = await call_with_retry(
+            read_queue, sqs, self.source, on_error=self._note_error, retry_all=True
         )
-        attributes = response["Attributes"]
-        self.visibility_timeout = int(attributes.get("VisibilityTimeout", 30))
-        self.fifo = attributes.get("FifoQueue") == "true"
-        self.queue_arn = attributes.get("QueueArn", self.source.arn)
-        self.redrive_policy = attributes.get("RedrivePolicy")
+        self.queue_url = info.url
+        self.visibility_timeout = info.visibility_timeout
+        self.fifo = info.fifo
+        self.queue_arn = info.arn
+        self.redrive_policy = info.redrive_policy
         failures = self._runner.failures
         if self.redrive_policy and failures.destination is not None and not failures.retry_in_place:
             log.warning(

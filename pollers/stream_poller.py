@@ -16,6 +16,7 @@ from sluiceway.core.logs import bind as bind_log_context
 from sluiceway.core.stats import MappingStats
 from sluiceway.pollers.checkpoints import SHARD_END, CheckpointStore, ShardLeases
 from sluiceway.pollers.pacing import PollPacer
+from sluiceway.pollers.poller import Poller
 from sluiceway.pollers.shards import Lineage, Shard, StartPosition
 from sluiceway.pollers.stream import ShardReader, StreamApi
 from sluiceway.router.runner import BatchRunner
@@ -33,7 +34,7 @@ def starting_position(mapping: MappingConfig) -> StartPosition:
     return StartPosition(kind)
 
 
-class StreamPoller:
+class StreamPoller(Poller):
     """Runs one Kinesis or DynamoDB stream mapping until `stop()` (graceful) or cancellation."""
 
     def __init__(

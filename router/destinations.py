@@ -18,6 +18,7 @@ from sluiceway.config.sources import DestinationRef
 from sluiceway.core import telemetry
 from sluiceway.core.aws import AwsClients
 from sluiceway.core.aws_retry import call_with_retry, error_code
+from sluiceway.core.errors import SluicewayError
 from sluiceway.core.stats import MappingStats
 from sluiceway.router.failure_record import mapping_uuid, s3_key, with_payload
 
@@ -28,7 +29,7 @@ EVENT_DETAIL_TYPE = "Lambda event source mapping failure"
 MAX_BACKOFF_SECONDS = 10.0
 
 
-class DeliveryRejected(RuntimeError):
+class DeliveryRejected(SluicewayError, RuntimeError):
     """The destination answered but did not take the record (e.g. PutEvents FailedEntryCount)."""
 
 

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+from sluiceway.config import filter_patterns as filters
 from sluiceway.config.filter_patterns import (
     FilterPatternError,
     RecordFilter,
@@ -14,7 +15,6 @@ from sluiceway.config.filter_patterns import (
     compile_filter_criteria,
     compile_pattern,
 )
-from sluiceway.config import filter_patterns as filters
 
 ABSENT = object()
 
