@@ -2,7 +2,9 @@
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
-WORKDIR /app
+# Built in /src and installed as the one `sluiceway` package; the working directory is an empty
+# task root (Lambda's /var/task), the default CODE_PATH for handlers mounted or copied there.
+WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY app ./app
 COPY core ./core
@@ -10,8 +12,9 @@ COPY pollers ./pollers
 COPY router ./router
 COPY handlers ./handlers
 COPY config ./config
-RUN pip install --no-cache-dir . && useradd --create-home --uid 10001 sluiceway \
-    && mkdir -p /data && chown sluiceway /data
+RUN pip install --no-cache-dir . && rm -rf /src && useradd --create-home --uid 10001 sluiceway \
+    && mkdir -p /data /var/task && chown sluiceway /data
+WORKDIR /var/task
 USER sluiceway
 ENV SLUICEWAY_CHECKPOINTS__PATH=/data/sluiceway.db SLUICEWAY_HTTP__PORT=8080
 EXPOSE 8080

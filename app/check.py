@@ -12,7 +12,7 @@ from sluiceway.config.sources import DestinationRef
 from sluiceway.core.aws import AwsClients
 from sluiceway.core.aws_retry import error_code
 from sluiceway.handlers.loader import HandlerLoadError
-from sluiceway.handlers.targets import TargetError, build_target
+from sluiceway.handlers.targets import TargetError, build_target, isolation_for
 from sluiceway.pollers.probes import probe_source
 
 CHECK_TIMEOUT_SECONDS = 15.0
@@ -44,7 +44,10 @@ async def _check_source(mapping: MappingConfig, clients: AwsClients) -> CheckRes
 
 
 async def _check_handler(
-    mapping: MappingConfig, settings: Settings, clients: AwsClients
+    mapping: MappingConfig,
+    settings: Settings,
+    clients: AwsClients,
+    isolation: tuple[str, str | None],
 ) -> CheckResult:
     """HTTP and Lambda targets are reached without invoking; a Python handler is loaded exactly
     as `run` loads it: the same target, isolation and environment, its init phase run once."""
@@ -68,7 +71,9 @@ async def _check_handler(
         with anyio.CancelScope(shield=True):
             await invoker.aclose()
     init_ms = f"init {(init or 0.0) * 1000:.1f} ms"
-    return CheckResult(mapping.name, what, True, f"isolation {mapping.isolation}, {init_ms}")
+    chosen, reason = isolation
+    how = f"isolation {chosen}" + (f" (automatic: {reason})" if reason else "")
+    return CheckResult(mapping.name, what, True, f"{how}, {init_ms}")
 
 
 async def _reach_destination(ref: DestinationRef, clients: AwsClients) -> str:
@@ -109,9 +114,11 @@ async def _check_destination(mapping: MappingConfig, clients: AwsClients) -> Che
 
 async def run_checks(settings: Settings) -> list[CheckResult]:
     results: list[CheckResult] = []
+    isolations = isolation_for(settings.mappings.values())
     async with AwsClients(settings.aws_region) as clients:
         for mapping in settings.mappings.values():
-            results.append(await _check_handler(mapping, settings, clients))
+            isolation = isolations[mapping.name]
+            results.append(await _check_handler(mapping, settings, clients, isolation))
             results.append(await _check_source(mapping, clients))
             destination = await _check_destination(mapping, clients)
             if destination is not None:

@@ -164,6 +164,8 @@ class MappingConfig(_Section):
     source: str
     handler: Annotated[str, AfterValidator(check_handler)]
     code_path: Annotated[str, AfterValidator(_existing_directory)] | None = None
+    """The function's code (Lambda's CodeUri), first on sys.path when its handler is imported;
+    unset, the working directory at start-up, as Lambda's task root."""
     enabled: bool = True
     batch_size: int | None = None
     maximum_batching_window_in_seconds: Annotated[int, between(0, 300, " seconds")] = 0
@@ -201,11 +203,14 @@ class MappingConfig(_Section):
     isolation: Annotated[Isolation, normalise_case(str.lower)] = "thread"
     """Python handlers: "thread" runs them in this process; "process" in a pool of warm worker
     processes (`handler_threads` of them) where a timeout kills the worker and `memory_size`
-    is a limit."""
+    is a limit. A "thread" function whose code would not be its own in this process (another
+    function's code holds a module of the same name, as fn_a/app.py and fn_b/app.py do) runs in
+    worker processes anyway, with a warning (`handlers.targets.isolation_for`)."""
     environment: dict[str, str] = {}
     """Variables set in each worker process (isolation "process" only)."""
     reserved_concurrency: Annotated[int, between(0, 1000)] | None = None
-    """Invocations of this handler at once, across every mapping that uses it; more are throttled."""
+    """Invocations of this function at once, across every mapping of it (those with the same
+    `function_name`, or Lambda function); more are throttled."""
     ca_bundle: Annotated[str, AfterValidator(_existing_file)] | None = None
     """Extra CA certificates (PEM) trusted for an https:// handler, beside the system's."""
 

@@ -4,36 +4,50 @@ Each worker imports the handler once and runs one invocation at a time, as a Lam
 environment does. Unlike a thread, a worker can be stopped: a handler that outlives its timeout
 has its worker killed and replaced, and `memory_size` is enforced in the worker (RLIMIT_AS).
 Pipes are blocking, so every send and receive runs in a worker thread, never on the event loop.
+
+A worker is a fresh interpreter (`python -P -c ...worker.serve(fd)`), not a multiprocessing spawn:
+spawn re-runs the parent's main script in the child and hands it the parent's sys.path, so a
+service started from a script (or the `sluiceway` command) would import its own modules, and its
+script's folder, ahead of the function's code. `-P` leaves the working directory and the script's
+folder off sys.path; the worker puts the function's code first.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import dataclasses
 import logging
-import multiprocessing
+import socket
+import subprocess
+import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
 from typing import Any
 
 import anyio
 import anyio.to_thread
 import orjson
+from sluiceway.core.errors import SluicewayError
 from sluiceway.core.telemetry import annotate_invocation
 from sluiceway.handlers.invoker import EXIT_ERROR, TIMED_OUT, Invoker
+from sluiceway.handlers.loader import HandlerLoadError, code_root
 from sluiceway.handlers.results import FunctionError, InvocationResult, Returned, with_request_id
-from sluiceway.handlers.worker import OUT_OF_MEMORY, WorkerConfig, main
+from sluiceway.handlers.worker import OUT_OF_MEMORY, WorkerConfig
 
 logger = logging.getLogger(__name__)
 
-_CONTEXT = multiprocessing.get_context("spawn")
-"""Spawned, not forked: a worker never inherits the event loop, threads or open sockets."""
 STOP_GRACE_SECONDS = 2.0
+_SERVE = "import sys; from sluiceway.handlers.worker import serve; serve(int(sys.argv[1]))"
+_live: set[subprocess.Popen[bytes]] = set()
+"""Workers not yet reaped, killed at exit as multiprocessing kills its daemonic children."""
+_live_lock = threading.Lock()
 
 
-class WorkerGone(Exception):
+class WorkerGone(SluicewayError):
     """The worker's pipe closed: it exited or was killed."""
 
 
@@ -41,18 +55,54 @@ class WorkerGone(Exception):
 class Worker:
     """One live worker process and the parent's end of its pipe."""
 
-    process: BaseProcess
+    process: subprocess.Popen[bytes]
     conn: Connection
     init_duration: float
     cold_start: float
     """Seconds from spawning the process to its handler being ready."""
 
+    def exit_code(self, wait: float) -> int | None:
+        """The exit status (negative: the signal that killed it), waiting up to `wait` seconds
+        for it; None while it runs. Blocking: call from a thread."""
+        try:
+            code = self.process.wait(wait)
+        except subprocess.TimeoutExpired:
+            return None
+        with _live_lock:
+            _live.discard(self.process)
+        return code
+
     def kill(self) -> None:
-        """Stop the process now (blocking join: call from a thread)."""
-        if self.process.is_alive():
-            self.process.kill()
-        self.process.join(STOP_GRACE_SECONDS)
+        """Stop the process now and reap it (blocking: call from a thread)."""
+        self.process.kill()  # a no-op once it has exited
+        self.exit_code(STOP_GRACE_SECONDS)
         self.conn.close()
+
+
+def _launch() -> tuple[subprocess.Popen[bytes], Connection]:
+    """Start a worker interpreter with its own pipe (a socket pair); it waits for its config."""
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        fd = theirs.fileno()
+        process = subprocess.Popen(
+            [sys.executable, "-P", "-c", _SERVE, str(fd)],
+            pass_fds=(fd,),
+            stdin=subprocess.DEVNULL,  # stdout and stderr are the service's: the function's logs
+        )
+        with _live_lock:
+            _live.add(process)
+        conn = Connection(ours.detach())
+    return process, conn
+
+
+@atexit.register
+def _kill_live() -> None:
+    with _live_lock:
+        live = list(_live)
+    for process in live:
+        process.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(STOP_GRACE_SECONDS)
 
 
 def _receive(conn: Connection, timeout: float | None) -> Any:
@@ -68,15 +118,16 @@ def _receive(conn: Connection, timeout: float | None) -> Any:
 def _spawn(config: WorkerConfig, timeout: float) -> Worker | FunctionError:
     """Start a worker and wait for its init phase. Runs in a worker thread."""
     started = time.perf_counter()
-    parent, child = _CONTEXT.Pipe()
-    process = _CONTEXT.Process(target=main, args=(child, config), daemon=True)
-    process.start()
-    child.close()
-    worker = Worker(process, parent, 0.0, 0.0)
     try:
-        message = _receive(parent, timeout)
-    except WorkerGone:
-        code = process.exitcode
+        process, conn = _launch()
+    except OSError as exc:
+        return FunctionError(EXIT_ERROR, f"Runtime did not start: {exc}")
+    worker = Worker(process, conn, 0.0, 0.0)
+    try:
+        conn.send(config)
+        message = _receive(conn, timeout)
+    except (WorkerGone, OSError):
+        code = worker.exit_code(STOP_GRACE_SECONDS)
         worker.kill()
         return FunctionError(EXIT_ERROR, f"Runtime exited during init: exit status {code}")
     if message is None:
@@ -102,7 +153,8 @@ class ProcessPoolInvoker(Invoker):
     ) -> None:
         if size < 1:
             raise ValueError(f"size must be at least 1, got {size}")
-        self.config = config
+        # The function's code is fixed now: a later chdir does not move a worker's task root.
+        self.config = dataclasses.replace(config, code_path=code_root(config.code_path))
         self.function_timeout = function_timeout
         self.size = size
         self.init_timeout = max(init_timeout, function_timeout)
@@ -122,19 +174,26 @@ class ProcessPoolInvoker(Invoker):
         return self._slots.available_tokens > 0
 
     async def warm(self) -> float:
-        """Start every worker now (init once per worker) and return the first init duration."""
+        """Start every worker now (init once per worker) and return the first init duration.
+
+        Raises HandlerLoadError when a worker's init failed, as an in-process load does; each
+        invoke then starts a fresh worker and reports the same error, as Lambda re-runs init.
+        """
+        failures: list[FunctionError] = []
         async with anyio.create_task_group() as tg:
             for _ in range(self.size - len(self._idle)):
-                tg.start_soon(self._warm_one)
+                tg.start_soon(self._warm_one, failures)
+        if failures:
+            raise HandlerLoadError(failures[0].error_type, failures[0].message)
         return self.init_duration or 0.0
 
-    async def _warm_one(self) -> None:
+    async def _warm_one(self, failures: list[FunctionError]) -> None:
         async with self._slots:
             worker = await self._start(self.init_timeout)
             if isinstance(worker, Worker):
                 self._idle.append(worker)
             else:
-                logger.error("worker init failed: %s: %s", worker.error_type, worker.message)
+                failures.append(worker)
 
     async def _start(self, init_limit: float) -> Worker | FunctionError:
         worker = await anyio.to_thread.run_sync(_spawn, self.config, init_limit)
@@ -183,8 +242,7 @@ class ProcessPoolInvoker(Invoker):
                 _receive, worker.conn, remaining, abandon_on_cancel=True
             )
         except (WorkerGone, OSError):
-            worker.process.join(STOP_GRACE_SECONDS)
-            code = worker.process.exitcode
+            code = await anyio.to_thread.run_sync(worker.exit_code, STOP_GRACE_SECONDS)
             return self._exited(code, time.monotonic() - started), False
         duration = time.monotonic() - started
         if message is None:
@@ -217,5 +275,5 @@ def _stop(worker: Worker) -> None:
     """Ask the worker to exit (closing its pipe), then kill it if it does not."""
     with contextlib.suppress(OSError):
         worker.conn.send(None)
-    worker.process.join(STOP_GRACE_SECONDS)
+    worker.exit_code(STOP_GRACE_SECONDS)
     worker.kill()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from sluiceway.core.errors import SluicewayError
 from sluiceway.handlers.invoker import Invoker
 from sluiceway.handlers.results import InvocationResult, InvokeFailure
 
@@ -34,13 +35,13 @@ class ConcurrencyPool:
         self.in_flight -= 1
 
 
-class ReservedConflict(ValueError):
+class ReservedConflict(SluicewayError, ValueError):
     """Two mappings give one function different reserved concurrency."""
 
 
 @dataclass
 class ReservedPools:
-    """One pool per function key (handler spec or function name), created by the first mapping."""
+    """One pool per function (`reserved_key`), created by the first of its mappings."""
 
     pools: dict[str, ConcurrencyPool] = field(default_factory=dict)
 
@@ -89,9 +90,16 @@ class ReservedInvoker(Invoker):
         await self.inner.aclose()
 
 
-def reserved_key(handler: str, kind: str) -> str:
-    """Lambda reserves concurrency per function, not per version or alias."""
+def reserved_key(handler: str, kind: str, function_name: str = "") -> str:
+    """The function a pool belongs to: Lambda reserves concurrency per function, not per version,
+    alias or handler.
+
+    A Lambda ARN names its function (its unqualified ARN). Any other target is known by its
+    function's name: two functions may both be `app.lambda_handler` in different folders.
+    """
     if kind == "lambda":
         parts = handler.split(":")
         return ":".join(parts[:7])  # arn:aws:lambda:region:account:function:name
-    return handler
+    if not function_name:
+        raise ValueError(f"a {kind} target's reserved concurrency needs its function's name")
+    return function_name

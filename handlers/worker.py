@@ -2,9 +2,15 @@
 
 The worker applies the mapping's environment and memory limit, imports the handler once (the init
 phase, timed), then serves invocations one at a time over its pipe until the pipe closes. Messages
-are tuples: the parent sends `(request_id, remaining_seconds, event_json)`; the worker answers
-`("ready", init_seconds)` or `("init_error", type, message)` once, then `("ok", payload_json)` or
-`("error", type, message)` per invocation.
+are tuples: the parent sends the `WorkerConfig`, then `(request_id, remaining_seconds, event_json)`
+per invocation; the worker answers `("ready", init_seconds)` or `("init_error", type, message)`
+once, then `("ok", payload_json)` or `("error", type, message)` per invocation.
+
+A function's code is its own, as in Lambda: the worker is a fresh interpreter (`serve`, started by
+`process_pool`) whose sys.path starts with the function's code, and before that code it imports
+only the standard library and Sluiceway's own loader (`RUNTIME_MODULES`). The rest of the runtime
+(orjson, the response marshalling) is imported after the function's init, so a function that
+bundles a module of any other name (`handlers`, `config`, `app`, `pydantic`, ...) gets its own.
 """
 
 from __future__ import annotations
@@ -18,7 +24,16 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
+from sluiceway.handlers.loader import (
+    IMPORT_MODULE_ERROR,
+    HandlerLoadError,
+    code_root,
+    load_handler,
+)
+
 OUT_OF_MEMORY = "Runtime.OutOfMemory"
+RUNTIME_MODULES = frozenset({"sluiceway"})
+"""Top-level modules besides the standard library that a worker holds before the function's code."""
 
 
 @dataclass(frozen=True)
@@ -27,6 +42,7 @@ class WorkerConfig:
 
     spec: str
     code_path: str | None
+    """The function's code; None means the worker's working directory (the parent's)."""
     function_name: str
     memory_size: int
     region: str
@@ -44,6 +60,7 @@ def lambda_environment(config: WorkerConfig, log_stream_name: str) -> dict[str, 
         "AWS_LAMBDA_LOG_STREAM_NAME": log_stream_name,
         "AWS_REGION": config.region,
         "AWS_DEFAULT_REGION": config.region,
+        "LAMBDA_TASK_ROOT": code_root(config.code_path),
         **config.environment,
     }
 
@@ -61,27 +78,41 @@ def limit_memory(memory_size_mb: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
+def serve(fd: int) -> None:
+    """Entry point of a worker process started by `process_pool`: its pipe is descriptor `fd`,
+    and the first message on it is the `WorkerConfig`."""
+    conn = Connection(fd)
+    try:
+        config = conn.recv()
+    except EOFError:
+        return
+    main(conn, config)
+
+
 def main(conn: Connection, config: WorkerConfig) -> None:
-    """Entry point of the worker process."""
+    """Become the function's execution environment: init once, then serve invocations."""
     from sluiceway.handlers.context import LambdaContext, new_log_stream_name
 
     log_stream_name = new_log_stream_name()
     os.environ.update(lambda_environment(config, log_stream_name))
-    import orjson
-    from sluiceway.handlers.invoker import marshal_response
-    from sluiceway.handlers.loader import HandlerLoadError, load_handler
-
     limit_memory(config.memory_size)
     started = time.perf_counter()
     try:
-        loaded = load_handler(config.spec, config.code_path)
+        loaded = load_handler(config.spec, config.code_path)  # puts the code first on sys.path
+        init_duration = time.perf_counter() - started
+        import orjson  # the runtime's own modules, after the function's init (see above)
+        from sluiceway.handlers.invoker import marshal_response
     except HandlerLoadError as exc:
         conn.send(("init_error", exc.error_type, exc.message))
         return
     except MemoryError:
         conn.send(("init_error", OUT_OF_MEMORY, "Runtime exited: out of memory during init"))
         return
-    conn.send(("ready", time.perf_counter() - started))
+    except ImportError as exc:
+        message = f"Sluiceway's runtime did not load beside the function's code: {exc}"
+        conn.send(("init_error", IMPORT_MODULE_ERROR, message))
+        return
+    conn.send(("ready", init_duration))
     loop = asyncio.new_event_loop() if loaded.is_async else None
     while True:
         try:

@@ -91,3 +91,25 @@ async def test_check_fails_a_handler_whose_init_needs_a_variable_it_lacks(
     handler = next(r for r in results if r.what.startswith("handler"))
     assert not handler.ok
     assert "LOG_LEVEL" in handler.detail
+
+
+async def test_check_reports_functions_moved_to_worker_processes(
+    moto_url: str, tmp_path: Path
+) -> None:
+    """SAM's default layout, two functions whose code both holds app.py: check says that they
+    run in worker processes and why, as run does."""
+    mappings = {}
+    async with sqs_client() as sqs:
+        for name in ("fa", "fb"):
+            code = tmp_path / name
+            code.mkdir()
+            (code / "app.py").write_text(f"def lambda_handler(event, context):\n    return {name!r}\n")
+            url, _ = await make_queue(sqs, f"check-{name}")
+            mappings[name] = {"source": url, "handler": "app.lambda_handler", "code_path": str(code)}
+    with anyio.fail_after(60):
+        results = await run_checks(settings_for(mappings))
+    handlers = [r for r in results if r.what.startswith("handler")]
+    assert len(handlers) == 2 and all(r.ok for r in handlers), [r.line() for r in handlers]
+    for result in handlers:
+        assert "isolation process (automatic:" in result.detail
+        assert "'app'" in result.detail
