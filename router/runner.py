@@ -181,21 +181,27 @@ class BatchRunner:
         stopping: anyio.Event | None = None,
         window: WindowHooks | None = None,
     ) -> None:
-        """Run one batch to its settlements, inside the batch's span.
+        """Run one batch to its settlements.
 
         `stopping` (set by the poller on a graceful stop or a lost lease) ends stream retries and
-        destination sends early; what is not settled by then stays in the source.
+        destination sends early; what is not settled by then stays in the source. An SQS batch,
+        its deletes included, is one span; a stream batch that is retried (possibly for ever)
+        gets a span per invocation, so every attempt is exported as it ends.
         """
         stopping = stopping or anyio.Event()
+        if self.failures.retry_in_place:
+            kept, filtered = self.apply_filter(records)
+            if filtered:
+                await settle(Settlement(finished=filtered))
+            if kept:
+                await self._retry_in_place(kept, settle, origin, stopping, window)
+            return
         with tracing.batch_span(records, self.stats.mapping, self.stats.kind):
             kept, filtered = self.apply_filter(records)
-            if not kept:
-                await settle(Settlement(finished=filtered))
-            elif self.failures.retry_in_place:
-                await settle(Settlement(finished=filtered))
-                await self._retry_in_place(kept, settle, origin, stopping, window)
-            else:
+            if kept:
                 await self._run_once(kept, filtered, settle, origin, stopping)
+            else:
+                await settle(Settlement(finished=filtered))
 
     def apply_filter(
         self, records: list[SourceRecord]
