@@ -36,6 +36,7 @@ from sluiceway.config.fields import (
     rule_error,
 )
 from sluiceway.config.rules import mapping_rule_problems
+from sluiceway.config.schema import KEYED_BY_VARIABLE
 from sluiceway.config.sources import (
     DestinationRef,
     SourceKind,
@@ -202,8 +203,9 @@ class MappingConfig(_Section):
     """Python handlers: "thread" runs them in this process; "process" in a pool of warm worker
     processes (`handler_threads` of them) where a timeout kills the worker and `memory_size`
     is a limit."""
-    environment: dict[str, str] = {}
-    """Variables set in each worker process (isolation "process" only)."""
+    environment: Annotated[dict[str, str], KEYED_BY_VARIABLE] = {}
+    """Variables set in each worker process (isolation "process" only): a JSON object, and/or one
+    `ENVIRONMENT__NAME=value` variable per entry (these win over the object's)."""
     reserved_concurrency: Annotated[int, between(0, 1000)] | None = None
     """Invocations of this handler at once, across every mapping that uses it; more are throttled."""
     ca_bundle: Annotated[str, AfterValidator(_existing_file)] | None = None

@@ -718,3 +718,56 @@ def test_the_lease_table_may_be_an_arn_in_its_own_region() -> None:
 def test_visibility_backoff_grows_per_receive_up_to_its_cap() -> None:
     backoff = VisibilityBackoff(initial_seconds=30, multiplier=2, max_seconds=100)
     assert [backoff.timeout_for(count) for count in (1, 2, 3, 4, 1000)] == [30, 60, 100, 100, 100]
+
+
+# --- ENVIRONMENT, key by key ----------------------------------------------------------------------
+
+
+def worker_env(**variables: str) -> dict[str, str]:
+    env = sqs(isolation="process")
+    for suffix, value in variables.items():
+        env[f"SLUICEWAY_MAPPINGS__ORDERS__ENVIRONMENT{suffix}"] = value
+    return env
+
+
+def test_environment_entries_are_set_one_variable_each_with_their_case_kept() -> None:
+    env = worker_env(__TABLE_NAME="orders", __Mixed_Case="yes", __WITH__TWO="2")
+    assert load_settings(env).mappings["orders"].environment == {
+        "TABLE_NAME": "orders",
+        "Mixed_Case": "yes",
+        "WITH__TWO": "2",  # everything after ENVIRONMENT__ is the name
+    }
+
+
+def test_environment_entries_go_over_the_json_object() -> None:
+    env = worker_env(**{"": '{"A": "1", "TABLE_NAME": "old"}', "__TABLE_NAME": "orders"})
+    assert load_settings(env).mappings["orders"].environment == {"A": "1", "TABLE_NAME": "orders"}
+
+
+def test_environment_json_alone_still_loads_and_bad_json_is_still_named() -> None:
+    assert load_settings(worker_env(**{"": '{"A": "1"}'})).mappings["orders"].environment == {
+        "A": "1"
+    }
+    assert_rejected(worker_env(**{"": '{"A": 1'}), "SLUICEWAY_MAPPINGS__ORDERS__ENVIRONMENT",
+                    "is not valid JSON")
+
+
+def test_environment_entries_merge_with_a_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "sluiceway.toml"
+    path.write_text(
+        f'[mappings.orders]\nsource = "{QUEUE}"\nhandler = "{HANDLER}"\nisolation = "process"\n'
+        '[mappings.orders.environment]\nFROM_FILE = "f"\nTABLE_NAME = "file"\n'
+    )
+    env = {
+        "SLUICEWAY_CONFIG_FILE": str(path),
+        "SLUICEWAY_MAPPINGS__ORDERS__ENVIRONMENT__TABLE_NAME": "env",
+    }
+    assert load_settings(env).mappings["orders"].environment == {
+        "FROM_FILE": "f",
+        "TABLE_NAME": "env",
+    }
+
+
+def test_other_fields_still_take_one_value() -> None:
+    assert_rejected(sqs(filter_criteria__filters="x"),
+                    "SLUICEWAY_MAPPINGS__ORDERS__FILTER_CRITERIA__FILTERS", "nothing nests under it")

@@ -80,12 +80,18 @@ def _free_port() -> int:
 
 
 def _start_listening(
-    name: str, command: list[str], port: int, timeout: float, env: dict[str, str] | None = None
+    name: str,
+    command: list[str],
+    port: int,
+    timeout: float,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> Emulator:
     """Start an emulator in its own process group and wait until its port accepts connections."""
     process = subprocess.Popen(
         command,
         env=env,
+        cwd=cwd,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -157,4 +163,5 @@ def start_dynamodb_local(jar: Path, timeout: float = 60.0) -> Emulator:
         str(port),
         "-disableTelemetry",
     ]
-    return _start_listening("DynamoDB Local", command, port, timeout)
+    # it writes a metadata file into its working directory: keep that beside the jar
+    return _start_listening("DynamoDB Local", command, port, timeout, cwd=jar.parent)
