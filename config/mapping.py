@@ -135,15 +135,20 @@ def _one_response_type(value: list[str]) -> list[str]:
 
 
 def _existing_directory(value: str) -> str:
-    if not Path(value).expanduser().is_dir():
-        raise rule_error("must be an existing directory (it is put on sys.path for the handler)")
-    return value
+    """The directory as an absolute path, so a worker process and `check` see the same one."""
+    path = Path(value).expanduser().absolute()
+    if not path.is_dir():
+        raise rule_error(
+            f"must be an existing directory (it is put on sys.path for the handler); {path} is not"
+        )
+    return str(path)
 
 
 def _existing_file(value: str) -> str:
-    if not Path(value).expanduser().is_file():
-        raise rule_error("must be an existing file (PEM certificates)")
-    return value
+    path = Path(value).expanduser().absolute()
+    if not path.is_file():
+        raise rule_error(f"must be an existing file (PEM certificates); {path} is not")
+    return str(path)
 
 
 def _patterns_as_strings(value: Any) -> Any:
