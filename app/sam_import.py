@@ -299,7 +299,7 @@ def _toml_value(value: Any) -> str:
 
 ENV_HEADER = """\
 # Written by `sluiceway import-sam`. Load it unchanged with a POSIX shell
-#   set -a; . ./THIS.env; set +a
+#   set -a; . ./{name}; set +a
 # or with docker compose (`env_file:` or `--env-file`). Relative CODE_PATH values are taken from
 # the working directory: run sluiceway from this file's directory (in a container, make it the
 # working directory)."""
@@ -309,10 +309,10 @@ class EnvFileError(ValueError):
     """A value no env file can carry so that a shell and docker compose both read it back."""
 
 
-def to_env(mappings: dict[str, dict[str, Any]]) -> str:
-    """The mappings as an env file that a POSIX shell's `set -a; .` and docker compose's env-file
-    parser read back the same: every value quoted (see `_env_value`)."""
-    lines = [ENV_HEADER]
+def to_env(mappings: dict[str, dict[str, Any]], name: str = "sluiceway.env") -> str:
+    """The mappings as an env file (called `name`) that a POSIX shell's `set -a; .` and docker
+    compose's env-file parser read back the same: every value quoted (see `_env_value`)."""
+    lines = [ENV_HEADER.format(name=name)]
     for name, fields in mappings.items():
         prefix = f"SLUICEWAY_MAPPINGS__{name.upper()}__"
         for key, value in fields.items():
@@ -405,7 +405,10 @@ def write_import(args: Any) -> int:
     base = Path(args.output).parent if args.output else Path.cwd()
     mappings = relative_code_paths(report.mappings, base)
     try:
-        text = to_env(mappings) if output_format == "env" else to_toml(mappings)
+        if output_format == "env":
+            text = to_env(mappings, Path(args.output).name if args.output else "sluiceway.env")
+        else:
+            text = to_toml(mappings)
     except EnvFileError as exc:
         print(f"sluiceway: {exc}", file=sys.stderr)
         return 2
