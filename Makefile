@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint run clean bench
+.PHONY: demo test lint run clean bench java
 
 $(BIN)/sluiceway: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,10 +20,27 @@ $(BIN)/sluiceway: pyproject.toml
 node_modules/kinesalite/cli.js:
 	npm install --no-save --no-audit --no-fund kinesalite@3.3.3
 
+# DynamoDB Local (the local DynamoDB that AWS ships: a jar, run by java) for the tests of its own
+# ARNs. It ships inside the npm package amplify-dynamodb-simulator; only the package itself is
+# unpacked (65 MB), not its Node dependencies, which the tests do not use.
+DYNAMODB_LOCAL_VERSION := 2.9.30
+DYNAMODB_LOCAL := .dynamodb-local/package/emulator/DynamoDBLocal.jar
+
+$(DYNAMODB_LOCAL):
+	mkdir -p .dynamodb-local
+	cd .dynamodb-local && npm pack --silent amplify-dynamodb-simulator@$(DYNAMODB_LOCAL_VERSION) >/dev/null \
+		&& tar -xzf amplify-dynamodb-simulator-$(DYNAMODB_LOCAL_VERSION).tgz \
+		&& rm amplify-dynamodb-simulator-$(DYNAMODB_LOCAL_VERSION).tgz
+	touch $@
+
+# A Java runtime for DynamoDB Local, from the distribution's packages when there is none.
+java:
+	@command -v java >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends default-jre-headless; }
+
 demo: $(BIN)/sluiceway
 	$(BIN)/sluiceway demo
 
-test: $(BIN)/sluiceway .venv-ministack/bin/ministack node_modules/kinesalite/cli.js
+test: $(BIN)/sluiceway .venv-ministack/bin/ministack node_modules/kinesalite/cli.js java $(DYNAMODB_LOCAL)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
@@ -45,4 +62,4 @@ run: $(BIN)/sluiceway
 	$(BIN)/sluiceway run
 
 clean:
-	rm -rf $(VENV) build .venv-ministack node_modules .pytest_cache sluiceway.db bench/.venv-peers bench/node_modules bench/results
+	rm -rf $(VENV) build .venv-ministack node_modules .dynamodb-local .pytest_cache sluiceway.db bench/.venv-peers bench/node_modules bench/results

@@ -8,7 +8,7 @@ import anyio
 from sluiceway.app.target_checks import reach_http, reach_lambda
 from sluiceway.config.mapping import MappingConfig
 from sluiceway.config.settings import Settings
-from sluiceway.config.sources import DestinationRef
+from sluiceway.config.sources import DestinationRef, names_placeholder_region
 from sluiceway.core.aws import AwsClients
 from sluiceway.core.aws_retry import error_code
 from sluiceway.handlers.loader import HandlerLoadError
@@ -38,9 +38,14 @@ async def _check_source(mapping: MappingConfig, clients: AwsClients) -> CheckRes
     except TimeoutError:
         return CheckResult(mapping.name, "source", False, "no answer within 15s")
     except Exception as exc:
-        return CheckResult(
-            mapping.name, f"source {mapping.source}", False, f"{error_code(exc)}: {exc}"
-        )
+        detail = f"{error_code(exc)}: {exc}"
+        if names_placeholder_region(mapping.source):
+            detail += (
+                f" (read in AWS_REGION {mapping.source_ref.region}, as the ARN names no region: "
+                "DynamoDB Local keeps one database per access key and region, so AWS_REGION must "
+                "be the region the table was created in, unless it runs with -sharedDb)"
+            )
+        return CheckResult(mapping.name, f"source {mapping.source}", False, detail)
 
 
 async def _check_handler(
@@ -79,21 +84,18 @@ async def _check_handler(
 async def _reach_destination(ref: DestinationRef, clients: AwsClients) -> str:
     """Look the destination up without sending anything to it."""
     if ref.kind == "sqs":
-        sqs = await clients.client("sqs")
-        account = ref.arn.split(":")[4]
-        url = (await sqs.get_queue_url(QueueName=ref.name, QueueOwnerAWSAccountId=account))[
-            "QueueUrl"
-        ]
-        return f"queue {url}"
+        sqs = await clients.client("sqs", region=ref.region)
+        response = await sqs.get_queue_url(QueueName=ref.name, QueueOwnerAWSAccountId=ref.account)
+        return f"queue {response['QueueUrl']}"
     if ref.kind == "sns":
-        sns = await clients.client("sns")
+        sns = await clients.client("sns", region=ref.region)
         await sns.get_topic_attributes(TopicArn=ref.arn)
         return "topic found"
     if ref.kind == "s3":
-        s3 = await clients.client("s3")
+        s3 = await clients.client("s3", region=ref.region)
         await s3.head_bucket(Bucket=ref.name)
         return "bucket found"
-    events = await clients.client("events")
+    events = await clients.client("events", region=ref.region)
     await events.describe_event_bus(Name=ref.arn)
     return "event bus found"
 

@@ -9,7 +9,9 @@ listed in the report, never dropped silently.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -270,7 +272,10 @@ def _function_name(name: str) -> str:
 
 def to_toml(mappings: dict[str, dict[str, Any]]) -> str:
     """The mappings as a Sluiceway TOML config file."""
-    lines = ["# Written by `sluiceway import-sam`; every key is a mapping field (README.md)."]
+    lines = [
+        "# Written by `sluiceway import-sam`; every key is a mapping field (README.md).",
+        "# A relative code_path is taken from this file's directory.",
+    ]
     for name, fields in mappings.items():
         lines.append(f"\n[mappings.{name}]")
         lines.extend(f"{key} = {_toml_value(value)}" for key, value in fields.items())
@@ -292,18 +297,83 @@ def _toml_value(value: Any) -> str:
     raise TypeError(f"cannot write {type(value).__name__} to TOML")
 
 
-def to_env(mappings: dict[str, dict[str, Any]]) -> str:
-    """The mappings as an env file (`KEY=value` lines, as docker compose's env_file reads them)."""
-    lines = ["# Written by `sluiceway import-sam`."]
+ENV_HEADER = """\
+# Written by `sluiceway import-sam`. Load it unchanged with a POSIX shell
+#   set -a; . ./{name}; set +a
+# or with docker compose (`env_file:` or `--env-file`). Relative CODE_PATH values are taken from
+# the working directory: run sluiceway from this file's directory (in a container, make it the
+# working directory)."""
+
+
+class EnvFileError(ValueError):
+    """A value no env file can carry so that a shell and docker compose both read it back."""
+
+
+def to_env(mappings: dict[str, dict[str, Any]], name: str = "sluiceway.env") -> str:
+    """The mappings as an env file (called `name`) that a POSIX shell's `set -a; .` and docker
+    compose's env-file parser read back the same: every value quoted (see `_env_value`)."""
+    lines = [ENV_HEADER.format(name=name)]
     for name, fields in mappings.items():
         prefix = f"SLUICEWAY_MAPPINGS__{name.upper()}__"
         for key, value in fields.items():
             if key in ("scaling_config", "destination_config"):
                 for path, leaf in _flatten(value):
                     lines.append(f"{prefix}{key.upper()}__{path}={_env_value(leaf)}")
+            elif key == "environment" and _one_by_one(value):
+                for variable, text in value.items():
+                    lines.append(f"{prefix}ENVIRONMENT__{variable}={_env_value(text)}")
             else:
                 lines.append(f"{prefix}{key.upper()}={_env_value(value)}")
     return "\n".join(lines) + "\n"
+
+
+_SHELL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _one_by_one(environment: dict[str, str]) -> bool:
+    """A function's variables go one line each when every name is a shell variable's name and
+    every value can be quoted for both readers; else as one JSON object, which always can."""
+    return all(
+        _SHELL_NAME.match(name) and _quoted(str(value)) is not None
+        for name, value in environment.items()
+    )
+
+
+def _env_value(value: Any) -> str:
+    """Single quotes, which both the shell and compose take literally (`$`, `\\`, `#` and
+    newlines included); a value with a single quote in it goes in double quotes when it has none
+    of the characters the two treat differently there. JSON values spell `'` as `\\u0027`."""
+    if isinstance(value, str):
+        quoted = _quoted(value)
+        if quoted is None:
+            raise EnvFileError(
+                f"{value!r} holds a single quote and one of $ ` \\ \" or a newline, which no env "
+                "file quotes alike for a shell and docker compose: write TOML instead (--format toml)"
+            )
+        return quoted
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return f"'{text.replace(chr(39), chr(92) + 'u0027')}'"  # ' only occurs in JSON strings
+
+
+def _quoted(value: str) -> str | None:
+    if "'" not in value:
+        return f"'{value}'"
+    if not any(char in value for char in '$`\\"\n'):
+        return f'"{value}"'
+    return None
+
+
+def relative_code_paths(mappings: dict[str, dict[str, Any]], base: Path) -> dict[str, dict[str, Any]]:
+    """Each `code_path` relative to `base` (the output file's directory), so the file works on
+    another machine or in a container where the project sits elsewhere."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, fields in mappings.items():
+        fields = dict(fields)
+        if "code_path" in fields:
+            with contextlib.suppress(ValueError):  # another drive (Windows): no relative path
+                fields["code_path"] = os.path.relpath(fields["code_path"], base.resolve())
+        out[name] = fields
+    return out
 
 
 def _flatten(value: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
@@ -312,12 +382,6 @@ def _flatten(value: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
         path = f"{prefix}{key.upper()}"
         items += _flatten(leaf, f"{path}__") if isinstance(leaf, dict) else [(path, leaf)]
     return items
-
-
-def _env_value(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, separators=(",", ":"))
 
 
 def write_import(args: Any) -> int:
@@ -337,7 +401,17 @@ def write_import(args: Any) -> int:
         print(f"sluiceway: {exc}", file=sys.stderr)
         return 2
     output_format = args.format or ("env" if str(args.output or "").endswith(".env") else "toml")
-    text = to_env(report.mappings) if output_format == "env" else to_toml(report.mappings)
+    # code paths relative to where the file goes (the working directory for stdout)
+    base = Path(args.output).parent if args.output else Path.cwd()
+    mappings = relative_code_paths(report.mappings, base)
+    try:
+        if output_format == "env":
+            text = to_env(mappings, Path(args.output).name if args.output else "sluiceway.env")
+        else:
+            text = to_toml(mappings)
+    except EnvFileError as exc:
+        print(f"sluiceway: {exc}", file=sys.stderr)
+        return 2
     if args.output:
         Path(args.output).write_text(text)
     else:

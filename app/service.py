@@ -87,9 +87,8 @@ def build_checkpoints(settings: Settings) -> CheckpointStore:
     if config.backend == "dynamodb" and config.table:
         from sluiceway.pollers.checkpoints_dynamodb import DynamoCheckpoints
 
-        return DynamoCheckpoints(
-            config.table, settings.aws_region, lease_seconds=config.lease_seconds
-        )
+        table, region = config.lease_table(settings.aws_region)
+        return DynamoCheckpoints(table, region, lease_seconds=config.lease_seconds)
     raise UnsupportedMapping(
         f"checkpoint backend {config.backend!r} is not supported by this build (use sqlite or memory)"
     )

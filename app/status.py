@@ -44,10 +44,10 @@ async def _service_status(url: str) -> dict[str, Any]:
 
 async def _lease_items(settings: Settings) -> list[dict[str, Any]]:
     """Every lease item of the configured mappings (the table holds one item per mapping/shard)."""
-    table = settings.checkpoints.table
+    table, region = settings.checkpoints.lease_table(settings.aws_region)
     names = tuple(f"{name}|" for name in settings.mappings)
     items: list[dict[str, Any]] = []
-    async with get_session().create_client("dynamodb", region_name=settings.aws_region) as ddb:
+    async with get_session().create_client("dynamodb", region_name=region) as ddb:
         params: dict[str, Any] = {"TableName": table}
         for _ in range(MAX_SCAN_PAGES):
             with anyio.fail_after(STATUS_TIMEOUT_SECONDS):

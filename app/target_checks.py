@@ -9,6 +9,7 @@ import aiohttp
 import anyio
 from botocore.exceptions import BotoCoreError, ClientError
 from sluiceway.config.mapping import MappingConfig
+from sluiceway.config.sources import arn_region
 from sluiceway.core.aws import AwsClients
 from sluiceway.handlers.http_target import CONNECT_TIMEOUT, invocation_url, ssl_context
 
@@ -36,7 +37,7 @@ async def reach_lambda(mapping: MappingConfig, clients: AwsClients) -> tuple[boo
     """GetFunction on the (qualified) ARN: it exists and the credentials may see it."""
     try:
         with anyio.fail_after(CHECK_TIMEOUT_SECONDS):
-            client = await clients.client("lambda")
+            client = await clients.client("lambda", region=arn_region(mapping.handler))
             response = await client.get_function(FunctionName=mapping.handler)
     except TimeoutError:
         return False, f"no answer within {CHECK_TIMEOUT_SECONDS:g}s"

@@ -8,6 +8,7 @@ and variables that would otherwise be ignored without a word (`SLUICEWAY_FOO`).
 from __future__ import annotations
 
 import difflib
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, get_origin
@@ -16,7 +17,13 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import EnvSettingsSource
 from pydantic_settings.sources.utils import parse_env_vars
 from sluiceway.config.errors import ConfigProblem
-from sluiceway.config.schema import is_model, leaf_prefix, named_collection, unwrap
+from sluiceway.config.schema import (
+    is_model,
+    keyed_depth,
+    leaf_prefix,
+    named_collection,
+    unwrap,
+)
 
 if TYPE_CHECKING:
     from pydantic_settings import BaseSettings
@@ -138,6 +145,11 @@ class EnvironmentSource(EnvSettingsSource):
             self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
         )
 
+    def __call__(self) -> dict[str, Any]:
+        data = super().__call__()
+        _set_keyed_entries(self.settings_cls, data, scan_environment(self._environ))
+        return data
+
     def decode_complex_value(self, field_name: str, field: FieldInfo, value: Any) -> Any:
         try:
             return super().decode_complex_value(field_name, field, value)
@@ -146,6 +158,38 @@ class EnvironmentSource(EnvSettingsSource):
                 # `A,B` for a list is what people type; JSON stays the documented form
                 return [item.strip() for item in value.split(",") if item.strip()]
             return InvalidJson(value, str(exc))
+
+
+def _set_keyed_entries(root: type[BaseSettings], data: dict[str, Any], entries: list[EnvEntry]) -> None:
+    """`…__ENVIRONMENT__TABLE_NAME=orders` sets the entry `TABLE_NAME`, as written: variable names
+    keep their case, which pydantic-settings (case-insensitive here) would lower. Entries set one
+    by one go over the field's JSON object, if it has one too."""
+    keyed: dict[tuple[str, ...], dict[str, str]] = {}
+    for entry in entries:
+        depth = keyed_depth(root, entry.path)
+        if depth is not None:
+            key = DELIMITER.join(entry.variable[len(ENV_PREFIX) :].split(DELIMITER)[depth:])
+            keyed.setdefault(entry.path[:depth], {})[key] = entry.value
+    for path, values in keyed.items():
+        parent = data
+        for key in path[:-1]:
+            parent = parent.setdefault(key, {})
+            if not isinstance(parent, dict):
+                break  # a JSON value given for an enclosing section: validation reports it
+        else:
+            whole = next((e for e in entries if e.path == path), None)
+            base = _json_object(whole.value) if whole is not None else {}
+            if base is not None:
+                parent[path[-1]] = {**base, **values}
+
+
+def _json_object(text: str) -> dict[str, Any] | None:
+    """The object a variable holds, or None when it holds no JSON object (reported elsewhere)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _is_list(field: FieldInfo | None) -> bool:

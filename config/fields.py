@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BeforeValidator
 from pydantic_core import PydanticCustomError
-from sluiceway.config.sources import ACCOUNT, PARTITION, REGION, REGION_RE
+from sluiceway.config.sources import ACCOUNT, PARTITION, REGION, check_region_name
 
 HandlerKind = Literal["python", "http", "lambda"]
 
@@ -84,7 +84,7 @@ def handler_kind(value: str) -> HandlerKind:
         if parts.hostname:
             return "http"
     elif value.startswith("arn:"):
-        if _LAMBDA_ARN.match(value):
+        if _LAMBDA_ARN.match(value) and _sdk_region(value.split(":")[3]):
             return "lambda"
     elif _PYTHON_HANDLER.match(value) or _LAMBDA_STYLE_HANDLER.match(value):
         return "python"
@@ -99,10 +99,20 @@ def check_handler(value: str) -> str:
     return value
 
 
+def _sdk_region(value: str) -> bool:
+    try:
+        check_region_name(value)
+    except ValueError:
+        return False
+    return True
+
+
 def check_region(value: str) -> str:
-    if not REGION_RE.match(value):
-        raise rule_error("must be an AWS region such as us-east-1")
-    return value
+    """AWS_REGION: any region name the AWS SDKs accept (emulators have their own, `ddblocal`)."""
+    try:
+        return check_region_name(value)
+    except ValueError as exc:
+        raise rule_error(str(exc)) from None
 
 
 FUNCTION_NAME_RULE = "must be 1 to 64 letters, digits, '-' or '_' (a Lambda function name)"

@@ -72,7 +72,7 @@ def load_config_file(
     data, collisions = normalise_names(raw)
     if collisions:
         return None, [ConfigProblem(f"{key} in {path}", key, rule) for key, _, rule in collisions]
-    return ConfigFile(path, data, _NormalisedSource(settings_cls, inner)), []
+    return ConfigFile(path, data, _NormalisedSource(settings_cls, inner, file.resolve().parent)), []
 
 
 def normalise_names(
@@ -113,18 +113,34 @@ def _raw_data(source: PydanticBaseSettingsSource) -> Any:
     return source()
 
 
-class _NormalisedSource(PydanticBaseSettingsSource):
-    """Wraps a file source so its mapping names merge with the environment's (lowercase)."""
+PATH_FIELDS = ("code_path", "ca_bundle")
+"""Mapping fields that name a file or directory: relative ones in a config file are taken from
+the file's directory (in the environment, from the working directory)."""
 
-    def __init__(self, settings_cls: type[BaseSettings], inner: PydanticBaseSettingsSource) -> None:
+
+class _NormalisedSource(PydanticBaseSettingsSource):
+    """Wraps a file source so its mapping names merge with the environment's (lowercase) and its
+    relative paths are taken from the file's directory, wherever the service is started."""
+
+    def __init__(
+        self, settings_cls: type[BaseSettings], inner: PydanticBaseSettingsSource, directory: Path
+    ) -> None:
         super().__init__(settings_cls)
         self._inner = inner
+        self._directory = directory
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
         data, _ = normalise_names(self._inner(), top_level=False)
+        for section in COLLECTIONS:
+            for entry in (data.get(section) or {}).values():
+                if isinstance(entry, dict):
+                    for key in PATH_FIELDS:
+                        value = entry.get(key)
+                        if isinstance(value, str) and value:
+                            entry[key] = str(self._directory / Path(value).expanduser())
         return data
 
 

@@ -36,6 +36,7 @@ from sluiceway.config.fields import (
     rule_error,
 )
 from sluiceway.config.rules import mapping_rule_problems
+from sluiceway.config.schema import KEYED_BY_VARIABLE
 from sluiceway.config.sources import (
     DestinationRef,
     SourceKind,
@@ -134,15 +135,20 @@ def _one_response_type(value: list[str]) -> list[str]:
 
 
 def _existing_directory(value: str) -> str:
-    if not Path(value).expanduser().is_dir():
-        raise rule_error("must be an existing directory (it is put on sys.path for the handler)")
-    return value
+    """The directory as an absolute path, so a worker process and `check` see the same one."""
+    path = Path(value).expanduser().absolute()
+    if not path.is_dir():
+        raise rule_error(
+            f"must be an existing directory (it is put on sys.path for the handler); {path} is not"
+        )
+    return str(path)
 
 
 def _existing_file(value: str) -> str:
-    if not Path(value).expanduser().is_file():
-        raise rule_error("must be an existing file (PEM certificates)")
-    return value
+    path = Path(value).expanduser().absolute()
+    if not path.is_file():
+        raise rule_error(f"must be an existing file (PEM certificates); {path} is not")
+    return str(path)
 
 
 def _patterns_as_strings(value: Any) -> Any:
@@ -206,8 +212,9 @@ class MappingConfig(_Section):
     is a limit. A "thread" function whose code would not be its own in this process (another
     function's code holds a module of the same name, as fn_a/app.py and fn_b/app.py do) runs in
     worker processes anyway, with a warning (`handlers.targets.isolation_for`)."""
-    environment: dict[str, str] = {}
-    """Variables set in each worker process (isolation "process" only)."""
+    environment: Annotated[dict[str, str], KEYED_BY_VARIABLE] = {}
+    """Variables set in each worker process (isolation "process" only): a JSON object, and/or one
+    `ENVIRONMENT__NAME=value` variable per entry (these win over the object's)."""
     reserved_concurrency: Annotated[int, between(0, 1000)] | None = None
     """Invocations of this function at once, across every mapping of it (those with the same
     `function_name`, or Lambda function); more are throttled."""

@@ -12,6 +12,14 @@ from typing import Annotated, Any, Union, get_args, get_origin
 from pydantic import BaseModel
 
 
+class KeyedByVariable:
+    """Marks a `dict[str, str]` field whose entries may each be set by a variable of its own,
+    `FIELD__KEY=value`, the key's case kept as written (an environment variable's name)."""
+
+
+KEYED_BY_VARIABLE = KeyedByVariable()
+
+
 def unwrap(annotation: Any) -> Any:
     """The type inside `Annotated[...]` and `X | None`."""
     while True:
@@ -72,11 +80,35 @@ def is_leaf(annotation: Any) -> bool:
 
 
 def leaf_prefix(root: type[BaseModel], path: tuple[str, ...]) -> int | None:
-    """Length of the leading part of `path` that ends at a leaf, when more keys follow it."""
+    """Length of the leading part of `path` that ends at a leaf, when more keys follow it (and
+    the leaf is not a field keyed by variable, where the rest of the path is one key)."""
     current: Any = root
     for depth, key in enumerate(path):
         if depth and is_leaf(current):
             return depth
+        if keyed_field(current, key) and depth + 1 < len(path):
+            return None
+        current = child(current, key)
+        if current is None:
+            return None
+    return None
+
+
+def keyed_field(owner: Any, key: str | int) -> bool:
+    """`key` names a field of the model `owner` that is marked KeyedByVariable."""
+    owner = unwrap(owner)
+    if not is_model(owner):
+        return False
+    field = owner.model_fields.get(str(key))
+    return field is not None and any(isinstance(m, KeyedByVariable) for m in field.metadata)
+
+
+def keyed_depth(root: type[BaseModel], path: tuple[str, ...]) -> int | None:
+    """When `path` goes past a field keyed by variable, the length of the path to that field."""
+    current: Any = root
+    for depth, key in enumerate(path[:-1]):
+        if keyed_field(current, key):
+            return depth + 1
         current = child(current, key)
         if current is None:
             return None

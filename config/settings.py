@@ -45,7 +45,7 @@ from sluiceway.config.fields import (
 from sluiceway.config.files import ConfigFile, load_config_file
 from sluiceway.config.mapping import MappingConfig
 from sluiceway.config.report import Provenance
-from sluiceway.config.sources import TABLE_NAME
+from sluiceway.config.sources import TABLE_NAME, SourceRef, parse_source
 
 Backend = Literal["sqlite", "dynamodb", "memory"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -61,7 +61,8 @@ class CheckpointsConfig(BaseModel):
     path: str = "./sluiceway.db"
     """SQLite file (sqlite backend)."""
     table: str | None = None
-    """DynamoDB lease table (dynamodb backend), shared by every replica."""
+    """DynamoDB lease table (dynamodb backend), shared by every replica: a table name (in the
+    default region) or a table ARN (in the region it names)."""
     lease_seconds: Annotated[float, between(1, 3600, " seconds")] = 10.0
     """dynamodb backend: a lease whose counter stops moving this long is taken by another replica
     (renewed every third of it); the failover time after a crash."""
@@ -69,9 +70,26 @@ class CheckpointsConfig(BaseModel):
     @field_validator("table")
     @classmethod
     def _table_name(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(TABLE_NAME, value):
-            raise rule_error("must be a DynamoDB table name: 3 to 255 letters, digits, . - or _")
+        if value is None or re.fullmatch(TABLE_NAME, value):
+            return value
+        try:
+            ref = parse_source(value, "us-east-1")
+        except ValueError:
+            ref = None
+        if ref is None or ref.kind != "dynamodb" or ref.stream_label:
+            raise rule_error(
+                "must be a DynamoDB table name (3 to 255 letters, digits, . - or _) or a table ARN "
+                "(arn:aws:dynamodb:REGION:ACCOUNT:table/NAME)"
+            )
         return value
+
+    def lease_table(self, default_region: str) -> tuple[str, str]:
+        """The lease table's name and the region it is reached in (its ARN's, else the default)."""
+        assert self.table is not None
+        if re.fullmatch(TABLE_NAME, self.table):
+            return self.table, default_region
+        ref: SourceRef = parse_source(self.table, default_region)
+        return ref.name, ref.region
 
     @model_validator(mode="after")
     def _table_for_dynamodb(self) -> CheckpointsConfig:

@@ -12,11 +12,17 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
 
+from botocore.exceptions import InvalidRegionError
+from botocore.utils import validate_region_name
+
 SourceKind = Literal["sqs", "kinesis", "dynamodb"]
 DestinationKind = Literal["sqs", "sns", "s3", "events"]
 
 PARTITION = r"aws(?:-[a-z]+)*"
-REGION = r"[a-z]{2,4}(?:-[a-z]+)+-\d+"
+REGION = r"[A-Za-z0-9-]{1,63}"
+"""An ARN's region token, as far as a pattern goes; `check_region_name` applies the SDK's rule."""
+AWS_REGION_FORM = r"[a-z]{2,4}(?:-[a-z]+)+-\d+"
+"""The form of AWS's own region names, to find a region inside a queue URL's host or path."""
 ACCOUNT = r"\d{12}"
 QUEUE_NAME = r"(?=.{1,80}$)[A-Za-z0-9_-]+(?:\.fifo)?"
 STREAM_NAME = r"[A-Za-z0-9_.-]{1,128}"
@@ -26,7 +32,15 @@ TOPIC_NAME = r"(?=.{1,256}$)[A-Za-z0-9_-]+(?:\.fifo)?"
 BUCKET_NAME = r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"
 BUS_NAME = r"[A-Za-z0-9._/-]{1,256}"
 
-REGION_RE = re.compile(rf"^{REGION}$")
+REGION_RE = re.compile(rf"^{AWS_REGION_FORM}$")
+REGION_RULE = (
+    "must be a region name the AWS SDKs accept, such as us-east-1: up to 63 letters, digits "
+    "and '-', not all digits, neither starting nor ending with '-'"
+)
+PLACEHOLDER_REGIONS = frozenset({"ddblocal"})
+"""Region tokens that emulators write into ARNs in place of a region: DynamoDB Local names every
+ARN `ddblocal`, whatever region its caller used, and keeps one database per access key and
+region (unless started with -sharedDb). An ARN with one of these is reached in the default region."""
 
 # (pattern, what it names, the rule a user reads when a name breaks it)
 _FIFO = "('.fifo' last for FIFO)"
@@ -54,8 +68,8 @@ _BUS_ARN = _arn("events", r"event-bus/(?P<n>[^:]+)")
 # sqs.eu-west-1.amazonaws.com, sqs.cn-north-1.amazonaws.com.cn, sqs.us-east-1.api.aws,
 # sqs.us-east-1.localhost.localstack.cloud, and the legacy eu-west-1.queue.amazonaws.com
 _HOST_REGION = (
-    re.compile(rf"(?:^|\.)sqs\.(?P<r>{REGION})\."),
-    re.compile(rf"^(?P<r>{REGION})\.queue\.amazonaws\.com(?:\.cn)?$"),
+    re.compile(rf"(?:^|\.)sqs\.(?P<r>{AWS_REGION_FORM})\."),
+    re.compile(rf"^(?P<r>{AWS_REGION_FORM})\.queue\.amazonaws\.com(?:\.cn)?$"),
 )
 
 SOURCE_FORMS = (
@@ -89,6 +103,8 @@ class SourceRef:
     arn: str
     partition: str
     region: str
+    """The region the source is read in: its ARN's or URL's, else (a URL without one, an
+    emulator's placeholder such as `ddblocal`) the default region."""
     account: str
     name: str
     """Queue name, stream name, or table name (DynamoDB)."""
@@ -108,6 +124,10 @@ class DestinationRef:
     arn: str
     name: str
     fifo: bool = False
+    region: str | None = None
+    """The region its ARN names; None (the default region) for an S3 bucket, whose ARN names
+    none, or an emulator's placeholder region."""
+    account: str | None = None
 
 
 def partition_for_region(region: str) -> str:
@@ -134,17 +154,20 @@ def parse_source(value: str, default_region: str) -> SourceRef:
     if match := _SQS_ARN.match(text):
         name = _checked(match["n"], *_QUEUE)
         fifo = name.endswith(".fifo")
-        return SourceRef("sqs", text, match["p"], match["r"], match["a"], name, fifo=fifo)
+        region = _region(match) or default_region
+        return SourceRef("sqs", text, match["p"], region, match["a"], name, fifo=fifo)
     if match := _KINESIS_ARN.match(text):
         name = _checked(match["n"], *_STREAM)
-        return SourceRef("kinesis", text, match["p"], match["r"], match["a"], name)
+        region = _region(match) or default_region
+        return SourceRef("kinesis", text, match["p"], region, match["a"], name)
     if match := _DYNAMODB_ARN.match(text):
         table = _checked(match["t"], *_TABLE)
         label = match["l"]
         if label is not None:
             _checked(label, *_LABEL)
+        region = _region(match) or default_region
         return SourceRef(
-            "dynamodb", text, match["p"], match["r"], match["a"], table, table=table,
+            "dynamodb", text, match["p"], region, match["a"], table, table=table,
             stream_label=label,
         )
     raise ValueError(_near_miss(text, _SOURCE_ARN_FORMS) or f"must be {SOURCE_FORMS}")
@@ -155,17 +178,50 @@ def parse_destination(value: str) -> DestinationRef:
     text = value.strip()
     if match := _SQS_ARN.match(text):
         name = _checked(match["n"], *_QUEUE)
-        return DestinationRef("sqs", text, name, fifo=name.endswith(".fifo"))
+        fifo = name.endswith(".fifo")
+        return DestinationRef("sqs", text, name, fifo, _region(match), match["a"])
     if match := _SNS_ARN.match(text):
         name = _checked(match["n"], *_TOPIC)
-        return DestinationRef("sns", text, name, fifo=name.endswith(".fifo"))
+        fifo = name.endswith(".fifo")
+        return DestinationRef("sns", text, name, fifo, _region(match), match["a"])
     if match := _S3_ARN.match(text):
         name = _checked(match["n"], *_BUCKET)
         return DestinationRef("s3", text, name)
     if match := _BUS_ARN.match(text):
         name = _checked(match["n"], *_BUS)
-        return DestinationRef("events", text, name)
+        return DestinationRef("events", text, name, region=_region(match), account=match["a"])
     raise ValueError(_near_miss(text, _DESTINATION_ARN_FORMS) or f"must be {DESTINATION_FORMS}")
+
+
+def check_region_name(value: str) -> str:
+    """A region name as the AWS SDKs accept it (botocore's own check), or ValueError."""
+    try:
+        validate_region_name(value)
+    except InvalidRegionError:
+        raise ValueError(REGION_RULE) from None
+    if not value:
+        raise ValueError(REGION_RULE)
+    return value
+
+
+def arn_region(arn: str, default: str | None = None) -> str | None:
+    """The region an ARN is reached in: the one it names, or `default` when it names none or an
+    emulator's placeholder."""
+    parts = arn.split(":")
+    region = parts[3] if len(parts) > 3 and parts[0] == "arn" else ""
+    return region if region and region not in PLACEHOLDER_REGIONS else default
+
+
+def names_placeholder_region(arn: str) -> bool:
+    """The ARN names an emulator's placeholder region (DynamoDB Local's `ddblocal`)."""
+    parts = arn.split(":")
+    return len(parts) > 3 and parts[0] == "arn" and parts[3] in PLACEHOLDER_REGIONS
+
+
+def _region(match: re.Match[str]) -> str | None:
+    """The ARN's region (checked by the SDK's rule); None for an emulator's placeholder."""
+    region = check_region_name(match["r"])
+    return None if region in PLACEHOLDER_REGIONS else region
 
 
 def _parse_queue_url(url: str, default_region: str) -> SourceRef:

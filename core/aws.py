@@ -31,14 +31,19 @@ that settle batches, whatever the number of queues mapped."""
 
 
 class AwsClients:
-    """Creates each service's client once, on first use, and closes them all on exit."""
+    """Creates each (service, region) client once, on first use, and closes them all on exit.
+
+    A source, destination, lease table or Lambda function is reached in the region its ARN names;
+    `region=None` means the service's default region (`AWS_REGION`), for names and URLs that carry
+    none. Each region has its own client and so its own connection pool, and long polls their own.
+    """
 
     def __init__(self, region: str, *, max_pool_connections: int = 100) -> None:
         self.region = region
         self._session: AioSession = get_session()
         instrument_session(self._session)  # spans for every AWS call, when tracing is on
         self._stack = contextlib.AsyncExitStack()
-        self._clients: dict[str, Any] = {}
+        self._clients: dict[tuple[str, str, bool], Any] = {}
         self._lock = anyio.Lock()
         self._pool = max_pool_connections
 
@@ -50,9 +55,12 @@ class AwsClients:
         with anyio.CancelScope(shield=True):
             await self._stack.aclose()
 
-    async def client(self, service: str, *, long_poll: bool = False) -> Any:
-        """The service's client; `long_poll` gives the one whose connections long polls hold."""
-        key = f"{service}/long-poll" if long_poll else service
+    async def client(
+        self, service: str, *, region: str | None = None, long_poll: bool = False
+    ) -> Any:
+        """The service's client in `region` (default: the service's region); `long_poll` gives
+        the one whose connections long polls hold."""
+        key = (service, region or self.region, long_poll)
         async with self._lock:
             if key not in self._clients:
                 config = AioConfig(
@@ -61,8 +69,6 @@ class AwsClients:
                     max_pool_connections=LONG_POLL_POOL if long_poll else self._pool,
                     retries={"mode": "standard", "max_attempts": _RETRIES.get(service, 3)},
                 )
-                creator = self._session.create_client(
-                    service, region_name=self.region, config=config
-                )
+                creator = self._session.create_client(service, region_name=key[1], config=config)
                 self._clients[key] = await self._stack.enter_async_context(creator)
             return self._clients[key]

@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 import orjson
 from botocore.exceptions import BotoCoreError, ClientError
+from sluiceway.config.sources import arn_region
 from sluiceway.core.aws import AwsClients
 from sluiceway.handlers.http_target import read_function_answer
 from sluiceway.handlers.invoker import Invoker, marshal_response
@@ -34,6 +35,8 @@ class LambdaInvoker(Invoker):
 
     def __init__(self, arn: str, clients: AwsClients, function_timeout: float = 3.0) -> None:
         self.arn = arn
+        self.region = arn_region(arn)
+        """The function's own region: the one its ARN names."""
         self.clients = clients
         self.function_timeout = function_timeout
 
@@ -42,7 +45,7 @@ class LambdaInvoker(Invoker):
         started = time.monotonic()
         try:
             with anyio.fail_after(self.function_timeout + TRANSPORT_GRACE):
-                client = await self.clients.client("lambda")
+                client = await self.clients.client("lambda", region=self.region)
                 response = await client.invoke(
                     FunctionName=self.arn,
                     InvocationType="RequestResponse",

@@ -35,10 +35,10 @@ class DynamoDbStreamApi:
 
     async def resolve(self) -> None:
         """A table ARN means the table's latest stream (DescribeTable's LatestStreamArn)."""
-        self._streams = await self._clients.client("dynamodbstreams")
+        self._streams = await self._clients.client("dynamodbstreams", region=self.region)
         if self._source.stream_label:
             return
-        dynamodb = await self._clients.client("dynamodb")
+        dynamodb = await self._clients.client("dynamodb", region=self.region)
         table = (await dynamodb.describe_table(TableName=self._source.table))["Table"]
         arn = table.get("LatestStreamArn")
         if not arn or not table.get("StreamSpecification", {}).get("StreamEnabled", True):

@@ -59,7 +59,7 @@ class KinesisApi:
         self._summary: dict[str, Any] = {}
 
     async def resolve(self) -> None:
-        self._kinesis = await self._clients.client("kinesis")
+        self._kinesis = await self._clients.client("kinesis", region=self.region)
         use_fast_timestamps(self._kinesis)
         summary = await self._kinesis.describe_stream_summary(StreamName=self.stream_name)
         self._summary = summary["StreamDescriptionSummary"]

@@ -25,7 +25,8 @@ STREAM_APIS: dict[str, Callable[[AwsClients, MappingConfig], StreamApi]] = {
 async def probe_source(mapping: MappingConfig, clients: AwsClients) -> tuple[str, str]:
     """(what was reached, how it looks); raises what AWS answered when it cannot be read."""
     if mapping.kind == "sqs":
-        info = await read_queue(await clients.client("sqs"), mapping.source_ref)
+        source = mapping.source_ref
+        info = await read_queue(await clients.client("sqs", region=source.region), source)
         return f"source {info.url}", info.describe()
     api = STREAM_APIS[mapping.kind](clients, mapping)
     await api.resolve()

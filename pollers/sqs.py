@@ -111,8 +111,9 @@ class SqsPoller(Poller):
 
     async def resolve(self) -> None:
         """Find the queue and read the attributes the poller depends on (retries until reachable)."""
-        sqs = self._sqs = await self._clients.client("sqs")
-        self._receiver = await self._clients.client("sqs", long_poll=True)
+        region = self.source.region  # the queue's own, whatever AWS_REGION says
+        sqs = self._sqs = await self._clients.client("sqs", region=region)
+        self._receiver = await self._clients.client("sqs", region=region, long_poll=True)
         info = await call_with_retry(
             read_queue, sqs, self.source, on_error=self._note_error, retry_all=True
         )

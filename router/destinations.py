@@ -79,10 +79,10 @@ class Destination:
         if kind == "sqs":
             await self._send_sqs(record)
         elif kind == "sns":
-            sns = await self._clients.client("sns")
+            sns = await self._clients.client("sns", region=self.ref.region)
             await sns.publish(TopicArn=self.ref.arn, Message=_json(record))
         elif kind == "s3":
-            s3 = await self._clients.client("s3")
+            s3 = await self._clients.client("s3", region=self.ref.region)
             await s3.put_object(
                 Bucket=self.ref.name,
                 Key=s3_key(self._mapping_uuid, shard_id, now),
@@ -93,11 +93,10 @@ class Destination:
             await self._send_events(record)
 
     async def _send_sqs(self, record: dict[str, Any]) -> None:
-        sqs = await self._clients.client("sqs")
+        sqs = await self._clients.client("sqs", region=self.ref.region)
         if self._queue_url is None:
-            account = self.ref.arn.split(":")[4]
             response = await sqs.get_queue_url(
-                QueueName=self.ref.name, QueueOwnerAWSAccountId=account
+                QueueName=self.ref.name, QueueOwnerAWSAccountId=self.ref.account
             )
             self._queue_url = str(response["QueueUrl"])
         try:
@@ -107,7 +106,7 @@ class Destination:
             raise
 
     async def _send_events(self, record: dict[str, Any]) -> None:
-        events = await self._clients.client("events")
+        events = await self._clients.client("events", region=self.ref.region)
         response = await events.put_events(
             Entries=[
                 {

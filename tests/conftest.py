@@ -11,8 +11,10 @@ import pytest
 from tests.support import recording
 from tests.support.emulators import (
     Emulator,
+    dynamodb_local_path,
     kinesalite_path,
     ministack_path,
+    start_dynamodb_local,
     start_kinesalite,
     start_ministack,
     start_moto,
@@ -90,6 +92,23 @@ def kinesalite(kinesalite_session: str, moto_url: str, monkeypatch: pytest.Monke
     """Route Kinesis (only) to kinesalite for this test: resharding as Kinesis does it."""
     monkeypatch.setenv("AWS_ENDPOINT_URL_KINESIS", kinesalite_session)
     return kinesalite_session
+
+
+@pytest.fixture(scope="session")
+def dynamodb_local_session() -> Iterator[str]:
+    yield from _session_emulator(
+        "DynamoDB Local", dynamodb_local_path(), start_dynamodb_local, ".dynamodb-local (and java)"
+    )
+
+
+@pytest.fixture
+def dynamodb_local(
+    dynamodb_local_session: str, moto_url: str, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """Route DynamoDB and DynamoDB Streams (only) to DynamoDB Local for this test."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", dynamodb_local_session)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB_STREAMS", dynamodb_local_session)
+    return dynamodb_local_session
 
 
 @pytest.fixture

@@ -24,6 +24,8 @@ FIFO_URL = "http://localhost:4566/000000000000/payments.fifo"
 STREAM = "arn:aws:kinesis:us-east-1:000000000000:stream/clicks"
 TABLE = "arn:aws:dynamodb:us-east-1:000000000000:table/users"
 TABLE_STREAM = f"{TABLE}/stream/2024-01-01T00:00:00.000"
+DDBLOCAL_TABLE = "arn:aws:dynamodb:ddblocal:000000000000:table/leases"
+DDBLOCAL_STREAM = "arn:aws:dynamodb:ddblocal:000000000000:table/users/stream/2026-01-01T00:00:00.000"
 HANDLER = "sluiceway.handlers.examples.orders:handler"
 PATTERN = json.dumps({"body": {"type": ["order"]}})
 
@@ -356,7 +358,7 @@ REJECTIONS = [
      "SLUICEWAY_IDLE_POLLS_PER_SECOND", "from 1 to 10000 calls per second"),
     ("idle-poll-budget-not-a-number", {"SLUICEWAY_IDLE_POLLS_PER_SECOND": "lots"},
      "SLUICEWAY_IDLE_POLLS_PER_SECOND", "number"),
-    ("bad-region", {"AWS_REGION": "moon"}, "AWS_REGION", "an AWS region"),
+    ("bad-region", {"AWS_REGION": "us_east_1"}, "AWS_REGION", "a region name the AWS SDKs accept"),
     # unknown variables
     ("misspelt-mapping-field", sqs(batchsize="5"),
      f"{M}ORDERS__BATCHSIZE", f"did you mean {M}ORDERS__BATCH_SIZE?"),
@@ -618,6 +620,14 @@ def test_unreadable_config_file_is_reported(
         (STREAM, ("kinesis", "us-east-1", "000000000000", "clicks", False, STREAM)),
         (TABLE_STREAM, ("dynamodb", "us-east-1", "000000000000", "users", False, TABLE_STREAM)),
         (TABLE, ("dynamodb", "us-east-1", "000000000000", "users", False, TABLE)),
+        # DynamoDB Local's ARNs name the placeholder region `ddblocal`: reached in the default
+        (DDBLOCAL_STREAM, ("dynamodb", "ap-east-1", "000000000000", "users", False, DDBLOCAL_STREAM)),
+        ("arn:aws:dynamodb:ddblocal:000000000000:table/users",
+         ("dynamodb", "ap-east-1", "000000000000", "users", False,
+          "arn:aws:dynamodb:ddblocal:000000000000:table/users")),
+        # any region name the SDKs accept is a region (an emulator's, a new one)
+        ("arn:aws:sqs:local:000000000000:orders",
+         ("sqs", "local", "000000000000", "orders", False, "arn:aws:sqs:local:000000000000:orders")),
     ],
 )
 def test_parse_source(value: str, expected: tuple[Any, ...]) -> None:
@@ -640,6 +650,10 @@ def test_parse_source_keeps_the_dynamodb_stream_label() -> None:
         "arn:aws:dynamodb:us-east-1:000000000000:table/ab",
         "https://sqs.us-east-1.amazonaws.com/orders",
         "https://sqs.us-east-1.amazonaws.com/000000000000/bad name",
+        "arn:aws:sqs:us_east_1:000000000000:orders",  # botocore refuses the region
+        "arn:aws:sqs:-east-1:000000000000:orders",
+        "arn:aws:sqs:123:000000000000:orders",
+        "arn:aws:sqs::000000000000:orders",
     ],
 )
 def test_parse_source_rejects(value: str) -> None:
@@ -663,6 +677,97 @@ def test_parse_destination(value: str, kind: str, name: str, fifo: bool) -> None
     assert (ref.kind, ref.arn, ref.name, ref.fifo) == (kind, value, name, fifo)
 
 
+@pytest.mark.parametrize(
+    ("value", "region", "account"),
+    [
+        ("arn:aws:sqs:eu-central-1:111122223333:failed", "eu-central-1", "111122223333"),
+        ("arn:aws:sns:ap-south-1:111122223333:alerts", "ap-south-1", "111122223333"),
+        ("arn:aws:events:us-west-2:111122223333:event-bus/default", "us-west-2", "111122223333"),
+        ("arn:aws:s3:::failed-batches", None, None),  # a bucket ARN names no region
+        ("arn:aws:sqs:ddblocal:000000000000:failed", None, "000000000000"),  # a placeholder
+    ],
+)
+def test_a_destination_is_reached_in_the_region_its_arn_names(
+    value: str, region: str | None, account: str | None
+) -> None:
+    ref = parse_destination(value)
+    assert (ref.region, ref.account) == (region, account)
+
+
+@pytest.mark.parametrize(
+    "region", ["us-east-1", "ddblocal", "local", "eu-isoe-west-1", "x", "a" * 63]
+)
+def test_aws_region_takes_any_region_name_the_sdk_takes(region: str) -> None:
+    assert load_settings({"AWS_REGION": region}).aws_region == region
+
+
+def test_the_lease_table_may_be_an_arn_in_its_own_region() -> None:
+    base = {"AWS_REGION": "eu-west-1", "SLUICEWAY_CHECKPOINTS__BACKEND": "dynamodb"}
+    by_name = load_settings({**base, "SLUICEWAY_CHECKPOINTS__TABLE": "leases"})
+    assert by_name.checkpoints.lease_table(by_name.aws_region) == ("leases", "eu-west-1")
+    arn = "arn:aws:dynamodb:us-east-2:111122223333:table/leases"
+    by_arn = load_settings({**base, "SLUICEWAY_CHECKPOINTS__TABLE": arn})
+    assert by_arn.checkpoints.lease_table(by_arn.aws_region) == ("leases", "us-east-2")
+    local = load_settings({**base, "SLUICEWAY_CHECKPOINTS__TABLE": DDBLOCAL_TABLE})
+    assert local.checkpoints.lease_table(local.aws_region) == ("leases", "eu-west-1")
+    stream = f"{arn}/stream/2024-01-01T00:00:00.000"
+    assert_rejected({**base, "SLUICEWAY_CHECKPOINTS__TABLE": stream},
+                    "SLUICEWAY_CHECKPOINTS__TABLE", "or a table ARN")
+
+
 def test_visibility_backoff_grows_per_receive_up_to_its_cap() -> None:
     backoff = VisibilityBackoff(initial_seconds=30, multiplier=2, max_seconds=100)
     assert [backoff.timeout_for(count) for count in (1, 2, 3, 4, 1000)] == [30, 60, 100, 100, 100]
+
+
+# --- ENVIRONMENT, key by key ----------------------------------------------------------------------
+
+
+def worker_env(**variables: str) -> dict[str, str]:
+    env = sqs(isolation="process")
+    for suffix, value in variables.items():
+        env[f"SLUICEWAY_MAPPINGS__ORDERS__ENVIRONMENT{suffix}"] = value
+    return env
+
+
+def test_environment_entries_are_set_one_variable_each_with_their_case_kept() -> None:
+    env = worker_env(__TABLE_NAME="orders", __Mixed_Case="yes", __WITH__TWO="2")
+    assert load_settings(env).mappings["orders"].environment == {
+        "TABLE_NAME": "orders",
+        "Mixed_Case": "yes",
+        "WITH__TWO": "2",  # everything after ENVIRONMENT__ is the name
+    }
+
+
+def test_environment_entries_go_over_the_json_object() -> None:
+    env = worker_env(**{"": '{"A": "1", "TABLE_NAME": "old"}', "__TABLE_NAME": "orders"})
+    assert load_settings(env).mappings["orders"].environment == {"A": "1", "TABLE_NAME": "orders"}
+
+
+def test_environment_json_alone_still_loads_and_bad_json_is_still_named() -> None:
+    assert load_settings(worker_env(**{"": '{"A": "1"}'})).mappings["orders"].environment == {
+        "A": "1"
+    }
+    assert_rejected(worker_env(**{"": '{"A": 1'}), "SLUICEWAY_MAPPINGS__ORDERS__ENVIRONMENT",
+                    "is not valid JSON")
+
+
+def test_environment_entries_merge_with_a_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "sluiceway.toml"
+    path.write_text(
+        f'[mappings.orders]\nsource = "{QUEUE}"\nhandler = "{HANDLER}"\nisolation = "process"\n'
+        '[mappings.orders.environment]\nFROM_FILE = "f"\nTABLE_NAME = "file"\n'
+    )
+    env = {
+        "SLUICEWAY_CONFIG_FILE": str(path),
+        "SLUICEWAY_MAPPINGS__ORDERS__ENVIRONMENT__TABLE_NAME": "env",
+    }
+    assert load_settings(env).mappings["orders"].environment == {
+        "FROM_FILE": "f",
+        "TABLE_NAME": "env",
+    }
+
+
+def test_other_fields_still_take_one_value() -> None:
+    assert_rejected(sqs(filter_criteria__filters="x"),
+                    "SLUICEWAY_MAPPINGS__ORDERS__FILTER_CRITERIA__FILTERS", "nothing nests under it")

@@ -115,6 +115,8 @@ async def fake_lambda(behaviour: str, seen: list[dict[str, Any]]) -> AsyncIterat
                 "path": request.path,
                 "query": dict(request.query),
                 "invocation_type": request.headers.get("X-Amz-Invocation-Type"),
+                # SigV4's credential scope: KEY/DATE/REGION/SERVICE/aws4_request
+                "region": request.headers["Authorization"].split("Credential=")[1].split("/")[2],
                 "body": await request.json(),
             }
         )
@@ -133,14 +135,17 @@ async def fake_lambda(behaviour: str, seen: list[dict[str, Any]]) -> AsyncIterat
 
 
 async def _invoke_fake(
-    behaviour: str, monkeypatch: pytest.MonkeyPatch, arn: str | None = None
+    behaviour: str,
+    monkeypatch: pytest.MonkeyPatch,
+    arn: str | None = None,
+    default_region: str = "us-east-1",
 ) -> tuple[Any, list[dict[str, Any]]]:
     seen: list[dict[str, Any]] = []
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     async with fake_lambda(behaviour, seen) as url:
         monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", url)
-        async with AwsClients("us-east-1") as clients:
+        async with AwsClients(default_region) as clients:
             target = arn or f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:orders:live"
             result = await LambdaInvoker(target, clients).invoke(EVENT)
     return result, seen
@@ -154,6 +159,15 @@ async def test_the_request_is_a_synchronous_invoke_of_the_qualified_function(
     assert seen[0]["body"] == EVENT
     assert "orders" in seen[0]["path"]
     assert interpret(result, ["m1", "m2"], True) == PartialFailure(("m2",))
+
+
+async def test_the_function_is_invoked_in_the_region_its_arn_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    arn = f"arn:aws:lambda:ap-northeast-1:{ACCOUNT}:function:orders"
+    result, seen = await _invoke_fake("partial", monkeypatch, arn, default_region="eu-west-1")
+    assert isinstance(result, Returned)
+    assert seen[0]["region"] == "ap-northeast-1"  # not AWS_REGION's eu-west-1
 
 
 async def test_x_amz_function_error_is_a_function_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+from sluiceway.config import load_settings
 from sluiceway.handlers.process_pool import ProcessPoolInvoker
 from sluiceway.handlers.results import FunctionError, Returned
 from sluiceway.handlers.worker import WorkerConfig
+
+from tests.support.sqs import eventually, make_queue, running, send, sqs_client
 
 pytestmark = pytest.mark.anyio
 
@@ -160,3 +165,46 @@ async def test_the_event_loop_keeps_running_while_a_worker_is_busy() -> None:
     finally:
         await invoker.aclose()
     assert ticks >= 10
+
+
+async def test_environment_entries_set_one_variable_each_reach_the_workers_of_run(
+    moto_url: str, tmp_path: Path
+) -> None:
+    """`…__ENVIRONMENT__NAME=value`, as the README documents it, from load to a running worker."""
+    code = tmp_path / "envfn"
+    code.mkdir()
+    (code / "envapp.py").write_text(
+        "import json, os\n\n"
+        "def handler(event, context):\n"
+        "    names = ('TABLE_NAME', 'Mixed_Case', 'FROM_JSON', 'OUT')\n"
+        "    with open(os.environ['OUT'], 'w') as out:\n"
+        "        json.dump({name: os.environ.get(name) for name in names}, out)\n"
+    )
+    out = tmp_path / "seen.json"
+    async with sqs_client() as sqs:
+        url, _ = await make_queue(sqs, "env-entries")
+        prefix = "SLUICEWAY_MAPPINGS__ORDERS__"
+        settings = load_settings(
+            {
+                "AWS_REGION": "us-east-1",
+                "SLUICEWAY_HTTP__ENABLED": "false",
+                f"{prefix}SOURCE": url,
+                f"{prefix}HANDLER": "envapp.handler",
+                f"{prefix}CODE_PATH": str(code),
+                f"{prefix}ISOLATION": "process",
+                f"{prefix}ENVIRONMENT": '{"FROM_JSON": "j", "TABLE_NAME": "overridden"}',
+                f"{prefix}ENVIRONMENT__TABLE_NAME": "orders",
+                f"{prefix}ENVIRONMENT__Mixed_Case": "kept",
+                f"{prefix}ENVIRONMENT__OUT": str(out),
+            }
+        )
+        await send(sqs, url, ["one"])
+        with anyio.fail_after(60):
+            async with running(settings):
+                await eventually(lambda: out.exists() and out.read_text().endswith("}"), timeout=30)
+    assert json.loads(out.read_text()) == {
+        "TABLE_NAME": "orders",
+        "Mixed_Case": "kept",
+        "FROM_JSON": "j",
+        "OUT": str(out),
+    }

