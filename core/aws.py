@@ -50,6 +50,11 @@ class AwsClients:
         with anyio.CancelScope(shield=True):
             await self._stack.aclose()
 
+    @property
+    def session(self) -> AioSession:
+        """The session every client is created from (its credential chain, for one)."""
+        return self._session
+
     async def client(self, service: str, *, long_poll: bool = False) -> Any:
         """The service's client; `long_poll` gives the one whose connections long polls hold."""
         key = f"{service}/long-poll" if long_poll else service

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from sluiceway.core.stats import MappingStats
 from sluiceway.handlers.invoker import Invoker
 from sluiceway.handlers.results import InvocationResult, InvokeFailure
 
@@ -87,6 +88,9 @@ class ReservedInvoker(Invoker):
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+    def report_to(self, stats: MappingStats) -> None:
+        self.inner.report_to(stats)
 
 
 def reserved_key(handler: str, kind: str) -> str:
