@@ -62,8 +62,7 @@ async def test_timeouts_never_add_threads_beyond_the_slots(released: threading.E
         max_threads=2,
     )
     run.report_to(stats)
-    await run.warm()  # the init phase's thread exists before counting
-    before = threading.active_count()
+    await run.warm()
     results: list[Any] = []
 
     async def call() -> None:
@@ -82,12 +81,34 @@ async def test_timeouts_never_add_threads_beyond_the_slots(released: threading.E
     assert len(results) == 2
     threads = pool_threads("hung-pool")
     assert len(threads) == 2 and all(t.daemon for t in threads)
-    assert threading.active_count() - before == 2
+    assert run._environments.threads == 2  # the pool's own count agrees
     released.set()  # the stuck calls return: their environments are free again
     await anyio.sleep(0.1)
     assert (stats.stuck_environments, stats.all_stuck) == (0, False)
     assert isinstance(await run.invoke({}), Returned)
     assert len(pool_threads("hung-pool")) <= 2
+
+
+async def test_fourteen_timeouts_run_in_no_more_threads_than_slots() -> None:
+    probe = edge_handlers.overlap
+    probe.peak = 0
+    run = PythonInvoker(
+        "tests.handlers_fixtures.edge_handlers:overlap",
+        function_name="timeouts-pool",
+        function_timeout=0.02,
+        max_threads=2,
+    )
+    results: list[Any] = []
+
+    async def call() -> None:
+        results.append(await run.invoke({"sleep": 0.1}))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(14):
+            tg.start_soon(call)
+    assert [r.error_type for r in results] == ["Sandbox.Timedout"] * 14
+    assert probe.peak == 2
+    assert len(pool_threads("timeouts-pool")) == 2
 
 
 async def test_a_mapping_whose_every_environment_is_stuck_is_not_ready() -> None:
