@@ -11,6 +11,7 @@ from sluiceway.config.settings import Settings
 from sluiceway.config.sources import DestinationRef, names_placeholder_region
 from sluiceway.core.aws import AwsClients
 from sluiceway.core.aws_retry import error_code
+from sluiceway.core.secrets import known_secrets, register_aws_credentials
 from sluiceway.handlers.loader import HandlerLoadError
 from sluiceway.handlers.targets import TargetError, build_target, isolation_for
 from sluiceway.pollers.probes import probe_source
@@ -27,7 +28,7 @@ class CheckResult:
 
     def line(self) -> str:
         mark = "ok  " if self.ok else "FAIL"
-        return f"{mark} {self.mapping}: {self.what} — {self.detail}"
+        return known_secrets.mask(f"{mark} {self.mapping}: {self.what} — {self.detail}")
 
 
 async def _check_source(mapping: MappingConfig, clients: AwsClients) -> CheckResult:
@@ -69,9 +70,12 @@ async def _check_handler(
     except TargetError as exc:
         return CheckResult(mapping.name, what, False, str(exc))
     try:
-        init = await invoker.warm()
+        with anyio.fail_after(CHECK_TIMEOUT_SECONDS):
+            init = await invoker.warm()
     except HandlerLoadError as exc:
         return CheckResult(mapping.name, what, False, f"{exc.error_type}: {exc}")
+    except TimeoutError:
+        return CheckResult(mapping.name, what, False, "init did not finish within 15s")
     finally:
         with anyio.CancelScope(shield=True):
             await invoker.aclose()
@@ -117,7 +121,10 @@ async def _check_destination(mapping: MappingConfig, clients: AwsClients) -> Che
 async def run_checks(settings: Settings) -> list[CheckResult]:
     results: list[CheckResult] = []
     isolations = isolation_for(settings.mappings.values())
+    for mapping in settings.mappings.values():  # a handler's init error may quote them
+        known_secrets.add_environment(mapping.environment)
     async with AwsClients(settings.aws_region) as clients:
+        await register_aws_credentials(clients.session)
         for mapping in settings.mappings.values():
             isolation = isolations[mapping.name]
             results.append(await _check_handler(mapping, settings, clients, isolation))

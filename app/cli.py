@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 
 import anyio
@@ -37,7 +39,27 @@ def _run(_: argparse.Namespace) -> int:
         anyio.run(Service(settings).run)
     finally:
         shutdown_tracing()  # flush buffered spans, after the loop
-    return 0
+    return _leave_stuck_handlers(0)
+
+
+def _leave_stuck_handlers(code: int) -> int:
+    """Exit at once if handler threads still run: everything else is released or checkpointed,
+    and their calls were abandoned. Their threads are daemons, but a daemon thread that writes
+    while the interpreter finalises can abort it, so the process ends here instead."""
+    from sluiceway.handlers.environments import busy_threads
+
+    stuck = busy_threads()
+    if not stuck:
+        return code
+    logging.getLogger("sluiceway.app").warning(
+        "exiting with %d handler call(s) still running in their threads; "
+        "ISOLATION=process stops handlers that hang",
+        stuck,
+    )
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _check(_: argparse.Namespace) -> int:

@@ -1,4 +1,6 @@
-"""The service's HTTP endpoints: /healthz (alive), /readyz (every mapping polling), /status (JSON)."""
+"""The service's HTTP endpoints: /healthz (alive), /readyz (every mapping polling), /status (JSON).
+
+Every answer passes through the known-secrets registry (`core.secrets`)."""
 
 from __future__ import annotations
 
@@ -7,10 +9,12 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from sluiceway.core.secrets import known_secrets
 from sluiceway.core.stats import Registry
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
+    body = known_secrets.mask_value(body)
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
@@ -32,7 +36,11 @@ class HttpServer:
         self._runner: web.AppRunner | None = None
 
     def ready(self) -> tuple[bool, dict[str, str]]:
-        states = {name: s.state for name, s in self.registry.mappings.items()}
+        """Ready when every mapping polls (or is disabled) and none has every execution
+        environment held by a stuck invocation (state `Stuck`)."""
+        states = {
+            name: "Stuck" if s.all_stuck else s.state for name, s in self.registry.mappings.items()
+        }
         return all(state in ("Enabled", "Disabled") for state in states.values()), states
 
     async def _healthz(self, _: web.Request) -> web.Response:

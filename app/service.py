@@ -16,6 +16,7 @@ from sluiceway.core.aws import AwsClients
 from sluiceway.core.errors import SluicewayError
 from sluiceway.core.logs import bind as bind_log_context
 from sluiceway.core.metrics import Metrics
+from sluiceway.core.secrets import known_secrets, register_aws_credentials
 from sluiceway.core.stats import MappingStats, Registry
 from sluiceway.handlers.invoker import Invoker
 from sluiceway.handlers.loader import HandlerLoadError
@@ -63,7 +64,9 @@ def build_poller(
     checkpoints: CheckpointStore | None = None,
     pacer: PollPacer | None = None,
 ) -> Poller:
-    runner = build_runner(mapping, invoker, stats, clients)
+    runner = build_runner(
+        mapping, invoker, stats, clients, destination_timeout=settings.destination_timeout_seconds
+    )
     if mapping.kind == "sqs":
         return SqsPoller(mapping, clients, runner, stats)
     if checkpoints is not None and mapping.kind in ("kinesis", "dynamodb"):
@@ -148,12 +151,15 @@ class Service:
         self._pollers_done = anyio.Event()
         if self._stop_flag:
             self._stop_requested.set()
+        for mapping in settings.mappings.values():  # masked in every output from now on
+            known_secrets.add_environment(mapping.environment)
         streams = [m for m in settings.mappings.values() if m.enabled and m.kind != "sqs"]
         if streams and self.checkpoints is None:
             self.checkpoints = build_checkpoints(settings)
             self._owns_checkpoints = True
             await _start_checkpoints(self.checkpoints)
         async with AwsClients(settings.aws_region) as clients:
+            await register_aws_credentials(clients.session)
             reserved = ReservedPools()  # reserved concurrency, shared by a function's mappings
             pacer = PollPacer(settings.idle_polls_per_second)  # one budget for every quiet shard
             for name, mapping in settings.mappings.items():
@@ -162,6 +168,7 @@ class Service:
                     stats.state = "Disabled"
                     continue
                 invoker = self.invokers[name] = build_invoker(mapping, settings, clients, reserved)
+                invoker.report_to(stats)
                 self.pollers[name] = build_poller(
                     mapping, settings, clients, stats, invoker, self.checkpoints, pacer
                 )

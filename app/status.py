@@ -7,6 +7,7 @@ table itself, which is the one place that shows every replica's ownership at onc
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,6 +92,12 @@ def _short(value: object, width: int = 24) -> str:
     return text if len(text) <= width else "…" + text[-(width - 1) :]
 
 
+def _since(epoch: object) -> str:
+    if not isinstance(epoch, int | float):
+        return "-"
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
 def render(report: StatusReport) -> str:
     lines: list[str] = []
     if report.service is not None:
@@ -103,6 +110,17 @@ def render(report: StatusReport) -> str:
             )
             if stats.get("last_error"):
                 lines.append(f"    last error: {stats['last_error']}")
+            if stats.get("stuck_environments"):
+                lines.append(
+                    f"    stuck: {stats['stuck_environments']} of {stats['environments']} "
+                    "execution environment(s) held by a timed-out invocation still running"
+                )
+            waiting = stats.get("waiting_on_destination")
+            if waiting:
+                lines.append(
+                    f"    waiting on {waiting['arn']} since {_since(waiting['since'])}, "
+                    f"{waiting['attempts']} failed attempt(s): {waiting['last_error'] or '-'}"
+                )
             shards = stats.get("shards") or {}
             if shards:
                 lines.append(

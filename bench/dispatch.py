@@ -16,13 +16,13 @@ from contextlib import contextmanager
 from typing import Any
 
 import anyio
-import anyio.to_thread
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from sluiceway.config.filter_patterns import RecordFilter, compile_filter_criteria
 from sluiceway.core import telemetry
 from sluiceway.core.metrics import Metrics
 from sluiceway.core.stats import MappingStats, Registry
+from sluiceway.handlers.environments import ThreadEnvironments
 from sluiceway.handlers.invoker import PythonInvoker, _json_copy
 from sluiceway.pollers.sqs_records import to_source_record
 from sluiceway.router.batching import BatchBuilder
@@ -145,10 +145,13 @@ def _per_call_us(fn: Callable[[], Any], seconds: float = 0.3) -> float:
 
 
 async def _hop_us(seconds: float = 0.3) -> float:
-    """One round trip to a worker thread and back, as every sync handler invocation makes."""
+    """One round trip to a handler thread and back (reserving an execution environment, running
+    there, returning), as every sync handler invocation makes."""
+    pool = ThreadEnvironments(1, "bench")
     calls, started = 0, time.perf_counter()
     while (elapsed := time.perf_counter() - started) < seconds or calls < 3:
-        await anyio.to_thread.run_sync(noop, None, None)
+        async with pool.reserve() as environment:
+            await environment.run(noop, None, None)
         calls += 1
     return elapsed / calls * 1e6
 

@@ -153,6 +153,10 @@ class Settings(BaseSettings):
     """GetRecords calls per second that quiet stream shards share across the process (1 to 2 ms of
     CPU each): a few shards are polled at the API's floor, many less often, but none less often
     than its mapping's `idle_poll_max_seconds`."""
+    destination_timeout_seconds: Annotated[float, between(1, 300, " seconds")] = 10.0
+    """One attempt to deliver a failure record to an on-failure destination; a destination that
+    does not answer in time is logged, counted and retried (shorter than the clients' 30 s read
+    timeout, so a stalled destination shows within seconds)."""
     aws_region: Annotated[str, AfterValidator(check_region)] = Field(
         default="us-east-1",
         validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION", "aws_region"),

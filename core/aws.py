@@ -55,6 +55,11 @@ class AwsClients:
         with anyio.CancelScope(shield=True):
             await self._stack.aclose()
 
+    @property
+    def session(self) -> AioSession:
+        """The session every client is created from (its credential chain, for one)."""
+        return self._session
+
     async def client(
         self, service: str, *, region: str | None = None, long_poll: bool = False
     ) -> Any:

@@ -3,7 +3,8 @@
 Each JSON line carries the active trace_id / span_id and whatever `bind()` put in context
 (mapping, shard, batch_id), so a log line leads to its trace. Secrets never reach a line:
 credential-like keys are redacted, receipt handles shortened, and record bodies dropped unless
-SLUICEWAY_LOG_BODIES=true.
+SLUICEWAY_LOG_BODIES=true. Every value in `core.secrets.known_secrets` is masked wherever it
+appears in a line, in either format.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 import orjson
 from opentelemetry import trace
+from sluiceway.core.secrets import known_secrets
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 _CONTEXT: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
@@ -61,7 +63,8 @@ def short_handle(handle: str) -> str:
 
 
 def redact_text(text: str) -> str:
-    """Mask access key ids and secret/token values written into free text."""
+    """Mask known secrets, access key ids and secret/token values written into free text."""
+    text = known_secrets.mask(text)
     if not _SECRET_TEXT.search(text):
         return text
     return _SECRET_TEXT.sub(lambda m: (m.group(1) or "") + REDACTED, text)
@@ -78,6 +81,8 @@ def scrub(key: str, value: Any) -> Any:
         return REDACTED
     if isinstance(value, str):
         return redact_text(value)
+    if isinstance(value, dict | list | tuple):
+        return known_secrets.mask_value(value)
     return value
 
 
@@ -106,13 +111,23 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(out, default=str).decode()
 
 
+class TextFormatter(logging.Formatter):
+    """`time level logger: message`, redacted like the JSON lines."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_text(super().format(record))
+
+
 def configure_logging(level: str = "INFO", fmt: str = "json", *, log_bodies: bool = False) -> None:
     options.log_bodies = log_bodies
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

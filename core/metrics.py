@@ -9,7 +9,8 @@ sluiceway_throttles_total, sluiceway_<polled|filtered_out|invoked|failed_invoke|
 destination_delivered>_events_total, sluiceway_destination_delivery_failures_total,
 sluiceway_duration_seconds (histogram), sluiceway_batch_size (histogram),
 sluiceway_concurrent_executions, sluiceway_concurrency_target, sluiceway_init_duration_seconds,
-sluiceway_iterator_age_milliseconds, sluiceway_leases.
+sluiceway_iterator_age_milliseconds, sluiceway_leases, sluiceway_stuck_environments.
+The exposition passes through the known-secrets registry (`core.secrets`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+from sluiceway.core.secrets import known_secrets
 from sluiceway.core.stats import MappingStats, Registry
 
 log = logging.getLogger(__name__)
@@ -139,6 +141,12 @@ class Metrics:
                 lambda s: s.leases,
                 "Shard leases this replica holds",
             ),
+            (
+                "sluiceway_stuck_environments",
+                "",
+                lambda s: s.stuck_environments,
+                "Execution environments held by a timed-out invocation that still runs",
+            ),
         ]
         for name, unit, read, description in gauges:
             meter.create_observable_gauge(
@@ -183,7 +191,8 @@ class Metrics:
             return b""
         from prometheus_client import generate_latest
 
-        return bytes(generate_latest(self._prom_registry))
+        text = generate_latest(self._prom_registry)
+        return known_secrets.mask(text.decode()).encode() if len(known_secrets) else bytes(text)
 
     async def handle(self, _: web.Request) -> web.Response:
         """GET /metrics (collection reads in-memory counters only: microseconds, no I/O)."""

@@ -31,6 +31,14 @@ class MappingStats:
     concurrency_target: int = 0
     leases: int = 0
     """Stream mappings: shard leases this replica holds (every shard, with a local store)."""
+    environments: int = 0
+    """In-process sync handlers: execution environments (HANDLER_THREADS); 0 when not tracked."""
+    stuck_environments: int = 0
+    """Environments whose timed-out invocation still runs: each holds its slot until it returns
+    (a thread cannot be stopped; ISOLATION=process replaces the worker instead)."""
+    waiting_on_destination: dict[str, object] | None = None
+    """While a failure record waits for the on-failure destination to accept it: `arn`,
+    `since` (epoch seconds), `attempts` failed so far, `last_error`."""
     iterator_age_ms: float | None = None
     init_duration_seconds: float | None = None
     shards: dict[str, dict[str, object]] = field(default_factory=dict)
@@ -40,6 +48,11 @@ class MappingStats:
 
     def snapshot(self) -> dict[str, object]:
         return asdict(self)
+
+    @property
+    def all_stuck(self) -> bool:
+        """Every execution environment is held by a stuck invocation: nothing can run."""
+        return self.environments > 0 and self.stuck_environments >= self.environments
 
     def shard(self, shard_id: str) -> dict[str, object]:
         """The shard's entry in `shards`, created on first use."""

@@ -23,6 +23,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from sluiceway.core.secrets import known_secrets
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +159,8 @@ def record_error(current: Span, error_type: str, message: str = "") -> None:
     if not current.is_recording():
         return
     current.set_attribute("error.type", error_type)
-    current.set_status(trace.Status(trace.StatusCode.ERROR, message[:200] or error_type))
+    text = known_secrets.mask(message)[:200]  # masked first: a cut never shows half a secret
+    current.set_status(trace.Status(trace.StatusCode.ERROR, text or error_type))
 
 
 # ---------------------------------------------------------------------- AWS calls

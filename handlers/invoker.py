@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import abc
 import inspect
-import logging
 import math
 import time
+import traceback
 import uuid
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
 import anyio
-import anyio.to_thread
 import orjson
+from sluiceway.core.stats import MappingStats
 from sluiceway.core.telemetry import annotate_invocation
 from sluiceway.handlers.context import LambdaContext, new_log_stream_name
+from sluiceway.handlers.environments import Environment, ThreadEnvironments
 from sluiceway.handlers.loader import (
     HandlerLoadError,
     LoadedHandler,
@@ -29,8 +30,6 @@ from sluiceway.handlers.loader import (
     parse_handler_spec,
 )
 from sluiceway.handlers.results import FunctionError, InvocationResult, Returned, with_request_id
-
-logger = logging.getLogger(__name__)
 
 MAX_RESPONSE_BYTES = 6_291_556
 """Lambda's limit on a synchronous invocation's response payload."""
@@ -69,15 +68,21 @@ class Invoker(abc.ABC):
         """Release what the target holds (worker processes, HTTP sessions)."""
         return None
 
+    def report_to(self, stats: MappingStats) -> None:
+        """Keep `stats.environments` and `stats.stuck_environments` current (targets whose
+        execution environments can be stuck, i.e. in-process threads, say how many are)."""
+        return None
+
 
 class PythonInvoker(Invoker):
     """Runs a `module:function` handler in this process.
 
-    Sync handlers run in worker threads (at most `max_threads` at once) so the event loop never
-    blocks; async handlers run on the loop. A handler that outlives `function_timeout` is a failed
-    invocation (`Sandbox.Timedout`), but a thread cannot be killed: a timed-out sync handler keeps
-    running in its (abandoned) thread until it returns, outside the `max_threads` count, and the
-    interpreter waits for it at exit. Use process isolation for handlers that may hang.
+    Sync handlers run in daemon threads, `max_threads` execution environments
+    (`handlers.environments`), so the event loop never blocks; async handlers run on the loop. A
+    handler that outlives `function_timeout` is a failed invocation (`Sandbox.Timedout`), but a
+    thread cannot be killed: a timed-out sync handler keeps running, and keeps its environment
+    (`stuck`) until it returns, so the next invocation never runs beside it. The interpreter does
+    not wait for it at exit. Use process isolation for handlers that may hang.
 
     Lambda never runs two invocations in one execution environment at once; here concurrent
     invocations share the module. Handlers that keep per-invocation state at module level
@@ -108,8 +113,9 @@ class PythonInvoker(Invoker):
         self.account = account
         self.max_threads = max_threads
         self.log_stream_name = new_log_stream_name()
-        self._slots = anyio.CapacityLimiter(max_threads)
-        self._threads = anyio.CapacityLimiter(max_threads)
+        self._environments = ThreadEnvironments(max_threads, self.function_name)
+        self._loader = ThreadEnvironments(1, f"{self.function_name}-init")
+        """The init phase's thread: one import at a time, so a hung import is never repeated."""
         self._load_lock = anyio.Lock()
         self._loaded: LoadedHandler | None = None
 
@@ -125,7 +131,20 @@ class PythonInvoker(Invoker):
         holding their messages, and every extra poller costs CPU for nothing.
         """
         loaded = self._loaded
-        return loaded is None or loaded.is_async or self._slots.available_tokens > 0
+        return loaded is None or loaded.is_async or self._environments.has_room()
+
+    @property
+    def stuck_environments(self) -> int:
+        """Environments whose timed-out invocation is still running."""
+        return self._environments.stuck
+
+    def report_to(self, stats: MappingStats) -> None:
+        stats.environments = self.max_threads
+
+        def stuck(count: int) -> None:
+            stats.stuck_environments = count
+
+        self._environments.on_stuck = stuck
 
     async def warm(self) -> float:
         """Load the handler now (Lambda's init phase) and return its init duration.
@@ -150,22 +169,24 @@ class PythonInvoker(Invoker):
                 try:
                     loaded = await self._load()
                 except HandlerLoadError as e:
-                    logger.error("%s: %s", e.error_type, e.message, extra=self._extra(request_id))
                     return FunctionError(e.error_type, e.message, time.monotonic() - started)
             if init_scope.cancel_called:
-                return self._timed_out(request_id, time.monotonic() - started)
+                return self._timed_out(time.monotonic() - started)
         if loaded.is_async:
             return await self._run(loaded, event, request_id, started, self._call_async)
-        async with self._slots:  # queueing for a thread is not running: the clock starts after
-            return await self._run(loaded, event, request_id, time.monotonic(), self._call_sync)
+        # Waiting for an environment is not running: the clock starts once one is free.
+        async with self._environments.reserve() as environment:
+            call = _sync_call(environment)
+            return await self._run(loaded, event, request_id, time.monotonic(), call)
 
     async def _load(self) -> LoadedHandler:
         if self._loaded is None:
             async with self._load_lock:
                 if self._loaded is None:
-                    self._loaded = await anyio.to_thread.run_sync(
-                        load_handler, self.spec, self.code_path, abandon_on_cancel=True
-                    )
+                    async with self._loader.reserve() as environment:
+                        self._loaded = await environment.run(
+                            load_handler, self.spec, self.code_path
+                        )
         return self._loaded
 
     async def _run(
@@ -192,22 +213,12 @@ class PythonInvoker(Invoker):
                 value = await call(loaded.fn, event, context)
             except (Exception, SystemExit) as e:
                 if scope.cancel_called:
-                    return self._timed_out(request_id, time.monotonic() - started)
-                return self._raised(e, request_id, time.monotonic() - started)
+                    return self._timed_out(time.monotonic() - started)
+                return _raised(e, time.monotonic() - started)
         duration = time.monotonic() - started
         if scope.cancel_called:
-            return self._timed_out(request_id, duration)
+            return self._timed_out(duration)
         return marshal_response(value, duration)
-
-    async def _call_sync(
-        self, fn: Callable[..., Any], event: dict[str, Any], context: LambdaContext
-    ) -> Any:
-        value = await anyio.to_thread.run_sync(
-            _call_with_copy, fn, event, context, limiter=self._threads, abandon_on_cancel=True
-        )
-        if inspect.isawaitable(value):  # a sync wrapper around a coroutine function
-            value = await value
-        return value
 
     @staticmethod
     async def _call_async(
@@ -215,21 +226,28 @@ class PythonInvoker(Invoker):
     ) -> Any:
         return await fn(_json_copy(event), context)
 
-    def _timed_out(self, request_id: str, duration: float) -> FunctionError:
+    def _timed_out(self, duration: float) -> FunctionError:
         message = f"Task timed out after {self.function_timeout:.2f} seconds"
-        logger.error("%s: %s", TIMED_OUT, message, extra=self._extra(request_id))
         return FunctionError(TIMED_OUT, message, duration)
 
-    def _raised(self, e: BaseException, request_id: str, duration: float) -> FunctionError:
-        if isinstance(e, SystemExit):
-            error_type, message = EXIT_ERROR, f"Runtime exited with error: exit status {e.code}"
-        else:
-            error_type, message = type(e).__name__, str(e)
-        logger.error("%s: %s", error_type, message, exc_info=e, extra=self._extra(request_id))
-        return FunctionError(error_type, message, duration)
 
-    def _extra(self, request_id: str) -> dict[str, str]:
-        return {"aws_request_id": request_id, "function_name": self.function_name}
+def _raised(e: BaseException, duration: float) -> FunctionError:
+    """The error a raised exception is, with its frames (the router logs it, once)."""
+    if isinstance(e, SystemExit):
+        error_type, message = EXIT_ERROR, f"Runtime exited with error: exit status {e.code}"
+    else:
+        error_type, message = type(e).__name__, str(e)
+    return FunctionError(error_type, message, duration, stack_trace=_handler_frames(e))
+
+
+def _handler_frames(e: BaseException) -> tuple[str, ...]:
+    """The traceback from the handler's own frame inward, as Lambda shows it (not this module's
+    or the thread pool's frames that led to the call)."""
+    frames = traceback.extract_tb(e.__traceback__)
+    ours = [i for i, frame in enumerate(frames) if frame.filename == __file__]
+    if ours:
+        frames = traceback.StackSummary.from_list(frames[ours[-1] + 1 :])
+    return tuple(frames.format())
 
 
 def marshal_response(value: Any, duration: float = 0.0) -> Returned | FunctionError:
@@ -276,6 +294,20 @@ def _json_copy(event: dict[str, Any]) -> dict[str, Any]:
     """
     copied: dict[str, Any] = orjson.loads(orjson.dumps(event))
     return copied
+
+
+def _sync_call(
+    environment: Environment,
+) -> Callable[[Callable[..., Any], dict[str, Any], LambdaContext], Awaitable[Any]]:
+    """Calls a sync handler in `environment`'s thread."""
+
+    async def call(fn: Callable[..., Any], event: dict[str, Any], context: LambdaContext) -> Any:
+        value = await environment.run(_call_with_copy, fn, event, context)
+        if inspect.isawaitable(value):  # a sync wrapper around a coroutine function
+            value = await value
+        return value
+
+    return call
 
 
 def _call_with_copy(fn: Callable[..., Any], event: dict[str, Any], context: LambdaContext) -> Any:

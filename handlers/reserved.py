@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sluiceway.core.errors import SluicewayError
+from sluiceway.core.stats import MappingStats
 from sluiceway.handlers.invoker import Invoker
 from sluiceway.handlers.results import InvocationResult, InvokeFailure
 
@@ -88,6 +89,9 @@ class ReservedInvoker(Invoker):
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+    def report_to(self, stats: MappingStats) -> None:
+        self.inner.report_to(stats)
 
 
 def reserved_key(handler: str, kind: str, function_name: str = "") -> str:

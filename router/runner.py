@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import anyio
+import anyio.to_thread
 from sluiceway.config.filter_patterns import RecordFilter, compile_filter_criteria
 from sluiceway.config.mapping import MappingConfig
 from sluiceway.core.aws import AwsClients
@@ -35,7 +36,12 @@ from sluiceway.handlers.invoker import Invoker
 from sluiceway.handlers.results import FunctionError, InvocationResult, InvokeFailure, Returned
 from sluiceway.router import tracing
 from sluiceway.router.bisect import bisect, failure_index
-from sluiceway.router.destinations import Destination, mapping_destination
+from sluiceway.router.destinations import (
+    ATTEMPT_TIMEOUT_SECONDS,
+    Destination,
+    mapping_destination,
+)
+from sluiceway.router.error_text import describe, safe_result
 from sluiceway.router.failure_record import (
     RECORD_AGE_EXCEEDED,
     RETRY_ATTEMPTS_EXHAUSTED,
@@ -52,6 +58,9 @@ log = logging.getLogger(__name__)
 
 RETRY_INITIAL_SECONDS = 0.5
 RETRY_MAX_SECONDS = 30.0
+OFF_LOOP_MASKING = 100
+"""Failed batches larger than this have their error text masked in a worker thread: reading every
+body of 10,000 records takes tens of milliseconds."""
 SQS_DELIVERY_BUDGET_SECONDS = 20.0
 """How long one SQS batch's destination sends may take before the messages are left to reappear."""
 
@@ -237,8 +246,6 @@ class BatchRunner:
             settlement.finished += ok
             settlement.failed = failed
         else:
-            if isinstance(outcome, BatchFailed):
-                log.warning("batch of %d failed: %s", len(records), outcome.reason)
             settlement.failed = records
         exhausted = [r for r in settlement.failed if self.failures.receives_exhausted(r)]
         if exhausted:
@@ -489,7 +496,27 @@ class BatchRunner:
             outcome = BatchFailed("the response has no state (a tumbling window needs one)")
         self._count(outcome, len(records))
         tracing.annotate_outcome(outcome, len(records))
+        if isinstance(outcome, BatchFailed):
+            self._log_failure(outcome, result, len(records))
         return outcome, result
+
+    def _log_failure(self, outcome: BatchFailed, result: InvocationResult, size: int) -> None:
+        """One line per failed invocation, whatever the target: the handler's error (cut and
+        masked by `safe_error`), or why the batch failed without one."""
+        if isinstance(result, FunctionError):
+            log.error(
+                "%s",
+                describe(result),
+                extra={
+                    "aws_request_id": result.request_id,
+                    "function_name": self.invoker.function_name or self.stats.mapping,
+                    "batch_size": size,
+                },
+            )
+        elif isinstance(result, InvokeFailure) and result.throttled:
+            log.debug("batch of %d throttled: %s", size, outcome.reason)
+        else:
+            log.warning("batch of %d failed: %s", size, outcome.reason)
 
     async def _call(
         self, records: list[SourceRecord], extra: dict[str, Any] | None
@@ -507,6 +534,11 @@ class BatchRunner:
             tracing.invocation_span(name, stats.kind, records, coldstart) as current,
         ):
             result = await self.invoker.invoke(build_event(records, extra))
+            if not isinstance(result, Returned):  # before any span, log or status sees it
+                if len(records) > OFF_LOOP_MASKING:
+                    result = await anyio.to_thread.run_sync(safe_result, result, records)
+                else:
+                    result = safe_result(result, records)
             tracing.annotate_result(current, result)
         return result
 
@@ -573,11 +605,14 @@ def build_runner(
     invoker: Invoker,
     stats: MappingStats,
     clients: AwsClients | None,
+    *,
+    destination_timeout: float = ATTEMPT_TIMEOUT_SECONDS,
 ) -> BatchRunner:
-    """A mapping's runner: its filter, response types, ordering and failure settings."""
+    """A mapping's runner: its filter, response types, ordering and failure settings;
+    `destination_timeout` bounds each attempt to deliver a failure record."""
     source = mapping.source_ref
     sqs = mapping.kind == "sqs"
-    destination = mapping_destination(mapping, clients, stats)
+    destination = mapping_destination(mapping, clients, stats, destination_timeout)
     if sqs and mapping.maximum_retry_attempts < 0:
         destination = None  # an SQS mapping's destination needs MaximumRetryAttempts
     failures = FailureHandling(

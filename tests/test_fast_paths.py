@@ -80,8 +80,9 @@ async def test_a_sync_handler_has_room_only_while_a_thread_is_free() -> None:
     assert invoker.has_room()  # not loaded yet: cannot tell, so it does not hold pollers back
     await invoker.warm()
     assert invoker.has_room()
-    async with invoker._slots:
+    async with invoker._environments.reserve():
         assert not invoker.has_room()
+    assert invoker.has_room()
 
 
 def test_idle_poll_wait_is_a_stream_setting_of_at_least_a_second() -> None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from sluiceway.app.status import gather_status, render
+from sluiceway.app.status import StatusReport, gather_status, render
+from sluiceway.core.stats import MappingStats
 
 from tests.support import recording
 from tests.support.sqs import eventually, running, settings_for, unique
@@ -65,3 +66,21 @@ async def test_status_without_a_running_replica_says_so() -> None:
     report = await gather_status(settings, "http://127.0.0.1:9")
     assert not report.found_anything
     assert "not reachable" in render(report)
+
+
+async def test_status_names_stuck_environments_and_a_destination_it_waits_on() -> None:
+    stats = MappingStats("clicks", "kinesis", state="Enabled")
+    stats.environments, stats.stuck_environments = 2, 1
+    stats.waiting_on_destination = {
+        "arn": "arn:aws:sqs:us-east-1:123456789012:failed",
+        "since": 1_700_000_000.0,
+        "attempts": 3,
+        "last_error": "DeliveryStalled: no answer within 10s",
+        "deliveries": 1,
+    }
+    text = render(StatusReport(url="http://replica", service={"clicks": stats.snapshot()}))
+    assert "stuck: 1 of 2 execution environment(s)" in text
+    assert (
+        "waiting on arn:aws:sqs:us-east-1:123456789012:failed since 2023-11-14T22:13:20Z, "
+        "3 failed attempt(s): DeliveryStalled: no answer within 10s"
+    ) in text
