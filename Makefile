@@ -2,8 +2,9 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint run clean bench
+.PHONY: demo test lint run clean bench prometheus
 
 $(BIN)/sluiceway: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,10 +21,21 @@ $(BIN)/sluiceway: pyproject.toml
 node_modules/kinesalite/cli.js:
 	npm install --no-save --no-audit --no-fund kinesalite@3.3.3
 
+# Prometheus (Debian's package) evaluates the Grafana dashboard's queries against the compose
+# stack's processes in tests/test_compose_stack.py. The package's own service is stopped (the test
+# starts its own, and the stack's Prometheus wants port 9090); without apt-get the test skips.
+prometheus:
+	@command -v prometheus >/dev/null 2>&1 || { \
+	  command -v apt-get >/dev/null 2>&1 \
+	  && $(SUDO) apt-get update -qq \
+	  && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus \
+	  && { $(SUDO) systemctl disable --now prometheus >/dev/null 2>&1 || true; }; \
+	} || echo "prometheus could not be installed: tests/test_compose_stack.py will skip"
+
 demo: $(BIN)/sluiceway
 	$(BIN)/sluiceway demo
 
-test: $(BIN)/sluiceway .venv-ministack/bin/ministack node_modules/kinesalite/cli.js
+test: $(BIN)/sluiceway .venv-ministack/bin/ministack node_modules/kinesalite/cli.js prometheus
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
