@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import anyio
@@ -69,8 +70,6 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _produce(args: argparse.Namespace) -> int:
-    import os
-
     from sluiceway.app.produce import ProduceOptions, produce, producer_environment
 
     settings = _load_or_exit()
