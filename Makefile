@@ -2,8 +2,9 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint run clean bench java
+.PHONY: demo test lint run clean bench java prometheus
 
 $(BIN)/sluiceway: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,12 +36,23 @@ $(DYNAMODB_LOCAL):
 
 # A Java runtime for DynamoDB Local, from the distribution's packages when there is none.
 java:
-	@command -v java >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends default-jre-headless; }
+	@command -v java >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends default-jre-headless; }
+
+# Prometheus (Debian's package) evaluates the Grafana dashboard's queries against the compose
+# stack's processes in tests/test_compose_stack.py. The package's own service is stopped (the test
+# starts its own, and the stack's Prometheus wants port 9090); without apt-get the test skips.
+prometheus:
+	@command -v prometheus >/dev/null 2>&1 || { \
+	  command -v apt-get >/dev/null 2>&1 \
+	  && $(SUDO) apt-get update -qq \
+	  && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus \
+	  && { $(SUDO) systemctl disable --now prometheus >/dev/null 2>&1 || true; }; \
+	} || echo "prometheus could not be installed: tests/test_compose_stack.py will skip"
 
 demo: $(BIN)/sluiceway
 	$(BIN)/sluiceway demo
 
-test: $(BIN)/sluiceway .venv-ministack/bin/ministack node_modules/kinesalite/cli.js java $(DYNAMODB_LOCAL)
+test: $(BIN)/sluiceway .venv-ministack/bin/ministack node_modules/kinesalite/cli.js java $(DYNAMODB_LOCAL) prometheus
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q

@@ -1,4 +1,4 @@
-"""The `sluiceway` command: run, check, demo, import-sam."""
+"""The `sluiceway` command: run, check, status, demo, produce, import-sam."""
 
 from __future__ import annotations
 
@@ -90,13 +90,44 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(keep_running=args.keep_running, messages=args.messages, timeout=args.timeout)
 
 
+def _produce(args: argparse.Namespace) -> int:
+    from sluiceway.app.produce import ProduceOptions, produce, producer_environment
+
+    settings = _load_or_exit()
+    configure_logging(settings.log_level, "text")
+    options = ProduceOptions(
+        rate=args.rate,
+        duration=args.duration,
+        create=args.create,
+        create_only=args.create_only,
+        withhold_destinations=args.withhold_destinations,
+    )
+    if not options.create_only:
+        setup_tracing(producer_environment(os.environ))
+    try:
+        return anyio.run(produce, settings, options)
+    finally:
+        shutdown_tracing()
+
+
 def _import_sam(args: argparse.Namespace) -> int:
     from sluiceway.app.sam_import import write_import
 
     return write_import(args)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be more than 0")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every subcommand and its options (tests parse the compose stack's commands with it)."""
     parser = argparse.ArgumentParser(prog="sluiceway", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="run every configured mapping").set_defaults(func=_run)
@@ -113,6 +144,35 @@ def main(argv: list[str] | None = None) -> int:
         "--timeout", type=float, default=120.0, help="give up after this many seconds"
     )
     demo.set_defaults(func=_demo)
+    produce = sub.add_parser(
+        "produce",
+        help="send a steady mix of test events (good, filtered, flaky, poison) to every "
+        "mapping's source on an emulator, with trace context",
+        description="Reads the same configuration as `run` (SLUICEWAY_MAPPINGS__*) and sends each "
+        "distinct source its mix: orders to a standard queue, ledger entries to a FIFO queue, "
+        "clicks to a Kinesis stream, account changes to a DynamoDB table. Runs only against an "
+        "emulator (AWS_ENDPOINT_URL). Traces by the standard OTEL_* variables, as service "
+        "sluiceway-producer. See the README's 'The compose stack'.",
+    )
+    produce.add_argument("--rate", type=_positive, default=5.0, help="events a second per source")
+    produce.add_argument("--duration", type=_positive, help="stop after this many seconds")
+    produce.add_argument(
+        "--create",
+        action="store_true",
+        help="first create each source (queues with a DLQ) and on-failure destination",
+    )
+    produce.add_argument(
+        "--create-only", action="store_true", help="create them as --create does, then exit"
+    )
+    produce.add_argument(
+        "--withhold-destinations",
+        type=_positive,
+        default=0.0,
+        metavar="SECONDS",
+        help="create the on-failure destinations this long after sending starts, so the first "
+        "deliveries are refused and retried (with --create-only: leave them to a later --create)",
+    )
+    produce.set_defaults(func=_produce)
     sam = sub.add_parser(
         "import-sam", help="write mappings for a SAM/CloudFormation template's event sources"
     )
@@ -130,7 +190,11 @@ def main(argv: list[str] | None = None) -> int:
         help="a template parameter value (repeatable)",
     )
     sam.set_defaults(func=_import_sam)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
     except SluicewayError as exc:  # a condition we can name: one line, no traceback

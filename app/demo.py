@@ -20,6 +20,7 @@ from typing import Any
 
 import anyio
 import orjson
+from sluiceway.app import traffic
 from sluiceway.app.service import Service
 from sluiceway.config import load_settings
 from sluiceway.core.logs import configure_logging
@@ -54,39 +55,17 @@ def _start_emulator() -> tuple[Any, str]:
 
 
 async def _create(sqs: Any, queue: Queue, fifo: bool) -> None:
-    suffix = ".fifo" if fifo else ""
-    attrs = {"FifoQueue": "true"} if fifo else {}
-    dlq = await sqs.create_queue(QueueName=f"{queue.name}-dlq{suffix}", Attributes=attrs)
-    queue.dlq_url = dlq["QueueUrl"]
-    dlq_arn = (await sqs.get_queue_attributes(QueueUrl=queue.dlq_url, AttributeNames=["QueueArn"]))[
-        "Attributes"
-    ]["QueueArn"]
-    redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVES}
-    main_attrs = {
-        **attrs,
-        "VisibilityTimeout": str(VISIBILITY_SECONDS),
-        "RedrivePolicy": orjson.dumps(redrive).decode(),
-    }
-    created = await sqs.create_queue(QueueName=f"{queue.name}{suffix}", Attributes=main_attrs)
-    queue.url = created["QueueUrl"]
-
-
-def _order_body(i: int) -> dict[str, Any]:
-    if i % 10 == 9:
-        return {"type": "ping", "n": i}
-    body: dict[str, Any] = {"type": "order", "id": i, "amount": round(9.5 + i, 2)}
-    if i % 25 == 3:
-        body["poison"] = True
-    elif i % 7 == 1:
-        body["flaky"] = True
-    return body
+    name = f"{queue.name}.fifo" if fifo else queue.name
+    queue.url, queue.dlq_url = await traffic.create_queue(
+        sqs, name, visibility_seconds=VISIBILITY_SECONDS, max_receives=MAX_RECEIVES
+    )
 
 
 async def _send_traffic(sqs: Any, standard: Queue, fifo: Queue, count: int) -> None:
     for start in range(0, count, 10):
         entries = []
         for i in range(start, min(count, start + 10)):
-            body = _order_body(i)
+            body = traffic.order(i).body
             standard.expected_poison += bool(body.get("poison"))
             entries.append({"Id": str(i), "MessageBody": orjson.dumps(body).decode()})
         await sqs.send_message_batch(QueueUrl=standard.url, Entries=entries)
@@ -121,24 +100,8 @@ class Streams:
 
 
 async def _create_streams(kinesis: Any, dynamodb: Any, streams: Streams) -> None:
-    await kinesis.create_stream(StreamName="demo-clicks", ShardCount=2)
-    with anyio.fail_after(30):
-        while True:
-            summary = (await kinesis.describe_stream_summary(StreamName="demo-clicks"))[
-                "StreamDescriptionSummary"
-            ]
-            if summary["StreamStatus"] == "ACTIVE":
-                streams.clicks_arn = summary["StreamARN"]
-                break
-            await anyio.sleep(0.1)
-    table = await dynamodb.create_table(
-        TableName="demo-accounts",
-        KeySchema=[{"AttributeName": "account", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "account", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
-    )
-    streams.accounts_arn = table["TableDescription"]["TableArn"]
+    streams.clicks_arn = await traffic.create_stream(kinesis, "demo-clicks", shards=2)
+    streams.accounts_arn = await traffic.create_table(dynamodb, "demo-accounts")
 
 
 async def _split_first_shard(kinesis: Any) -> None:

@@ -1,7 +1,8 @@
 """Example SQS handler: processes orders and reports the ones it could not handle.
 
 Message bodies are JSON orders. A body with `"poison": true` fails on every delivery (it ends up in
-the queue's DLQ); a body with `"flaky": true` fails on its first delivery only, so retries show.
+the queue's DLQ); a body with `"flaky": true` fails on its first delivery only, so retries show;
+`"work_ms": N` makes the handler take that long over the order, as real work would.
 Requires ReportBatchItemFailures on the mapping; without it the failures are ignored, as in Lambda.
 
 `HANDLED` counts what happened, for the demo's tally (read it with `snapshot()`): `processed`
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import Counter
 from typing import Any
 
@@ -36,8 +38,14 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return {"batchItemFailures": failures}
 
 
+MAX_WORK_SECONDS = 1.0
+
+
 def _process(record: dict[str, Any]) -> str:
     order = _order(record["body"])
+    work = order.get("work_ms")
+    if isinstance(work, int | float) and work > 0:
+        time.sleep(min(work / 1000, MAX_WORK_SECONDS))  # a worker thread: the loop is not held
     if order.get("poison") is True:
         return "poison"
     if order.get("flaky") is True and record["attributes"]["ApproximateReceiveCount"] == "1":
