@@ -82,7 +82,10 @@ class DynamoDbStreamApi:
             )
             set_count(poll, len(response.get("Records", [])))
         records = [
-            (to_source_record(raw, stream_arn=self.stream_arn, region=self.region), True)
+            to_source_record(raw, stream_arn=self.stream_arn, region=self.region)
             for raw in response.get("Records", [])
         ]
-        return RecordsPage(records, response.get("NextShardIterator"))
+        # A DynamoDB record's checkpoint is its sequence number (its item id).
+        return RecordsPage(
+            [(record, record.item_id) for record in records], response.get("NextShardIterator")
+        )

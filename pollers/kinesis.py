@@ -55,6 +55,7 @@ class KinesisApi:
         self.region = source.region
         # Lambda names the function's execution role; Sluiceway has none, so it names itself.
         self.identity_arn = f"arn:{source.partition}:iam::{source.account}:role/sluiceway"
+        self.deaggregate_records = mapping.deaggregate_records
         self._kinesis: Any = None
         self._summary: dict[str, Any] = {}
 
@@ -110,6 +111,7 @@ class KinesisApi:
                 stream_arn=self.stream_arn,
                 region=self.region,
                 identity_arn=self.identity_arn,
+                deaggregate_records=self.deaggregate_records,
             )
         ]
         # A closed shard read to its end has no NextShardIterator (and lists its ChildShards).

@@ -26,3 +26,6 @@ class SourceRecord:
     """When the source received the record, epoch seconds (record age, iterator age, windows)."""
     handle: Any = field(default=None, repr=False)
     """Source-specific handle (SQS receipt handle, stream position) the poller settles with."""
+    alias: str | None = None
+    """Another identifier a partial batch response may name this record by: a KPL sub-record's
+    aggregate sequence number, which names the aggregate from its first sub-record in the batch."""
