@@ -28,7 +28,13 @@ from sluiceway.handlers.loader import (
     load_handler,
     parse_handler_spec,
 )
-from sluiceway.handlers.results import FunctionError, InvocationResult, Returned, with_request_id
+from sluiceway.handlers.results import (
+    FunctionError,
+    InvocationResult,
+    Returned,
+    stack_trace,
+    with_request_id,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -226,7 +232,7 @@ class PythonInvoker(Invoker):
         else:
             error_type, message = type(e).__name__, str(e)
         logger.error("%s: %s", error_type, message, exc_info=e, extra=self._extra(request_id))
-        return FunctionError(error_type, message, duration)
+        return FunctionError(error_type, message, duration, stack_trace=stack_trace(e))
 
     def _extra(self, request_id: str) -> dict[str, str]:
         return {"aws_request_id": request_id, "function_name": self.function_name}

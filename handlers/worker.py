@@ -4,7 +4,7 @@ The worker applies the mapping's environment and memory limit, imports the handl
 phase, timed), then serves invocations one at a time over its pipe until the pipe closes. Messages
 are tuples: the parent sends `(request_id, remaining_seconds, event_json)`; the worker answers
 `("ready", init_seconds)` or `("init_error", type, message)` once, then `("ok", payload_json)` or
-`("error", type, message)` per invocation.
+`("error", type, message[, stack_trace])` per invocation (the stack trace when the handler raised).
 """
 
 from __future__ import annotations
@@ -70,6 +70,7 @@ def main(conn: Connection, config: WorkerConfig) -> None:
     import orjson
     from sluiceway.handlers.invoker import marshal_response
     from sluiceway.handlers.loader import HandlerLoadError, load_handler
+    from sluiceway.handlers.results import stack_trace
 
     limit_memory(config.memory_size)
     started = time.perf_counter()
@@ -115,7 +116,7 @@ def main(conn: Connection, config: WorkerConfig) -> None:
             )
             return
         except Exception as exc:
-            conn.send(("error", type(exc).__name__, str(exc)))
+            conn.send(("error", type(exc).__name__, str(exc), stack_trace(exc)))
             continue
         if hasattr(result, "payload"):
             payload = result.payload

@@ -204,6 +204,8 @@ class ShardReader:
                 iterator = await self._iterator()
                 continue
             self._stats.last_error = None
+            if not page.records:
+                self._stats.empty_polls += 1
             records = page.records
             if records and self._finished is not None:
                 records, self._finished = self._finished.drop(records), None

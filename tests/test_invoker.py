@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -151,6 +152,13 @@ async def test_a_raised_exception_is_a_function_error_named_after_it(
         result = await invoker(spec).invoke(EVENT)
     assert result == FunctionError(error_type, message, result.duration)
     assert "Traceback" in caplog.text
+    # Lambda's stackTrace: the handler's own frames, none of the runtime's that called it.
+    assert isinstance(result, FunctionError) and result.stack_trace
+    module = spec.split(":")[0]
+    folder = Path(sync_handlers.__file__).parent
+    assert result.stack_trace[0].startswith(f'  File "{folder / module}.py"')
+    assert "raise" in result.stack_trace[-1]
+    assert not any("sluiceway" in frame or "anyio" in frame for frame in result.stack_trace)
 
 
 async def test_sys_exit_in_a_handler_is_a_function_error_not_an_exit() -> None:
