@@ -284,7 +284,7 @@ def record_error(current: Span, error_type: str, message: str = "") -> None:
         return
     current.set_attribute("error.type", error_type)
     current.set_status(
-        trace.Status(trace.StatusCode.ERROR, redact_text(message[:200]) or error_type)
+        trace.Status(trace.StatusCode.ERROR, redact_text(message)[:200] or error_type)
     )
 
 
