@@ -201,6 +201,10 @@ class MappingConfig(_Section):
     process's poll budget (`idle_polls_per_second`) allows; the first record after a quiet spell
     may wait up to this long to be seen. 1 polls at least once a second, like Lambda."""
     bisect_batch_on_function_error: bool = False
+    deaggregate_records: bool = False
+    """Kinesis only: split each KPL-aggregated record into its user records, each with its own
+    identity (sequence number plus sub-sequence number). Off, a handler gets the aggregate as one
+    record and de-aggregates it itself, as with Lambda."""
     maximum_retry_attempts: Annotated[int, between(-1, 10000)] = -1
     maximum_record_age_in_seconds: Annotated[int, AfterValidator(_record_age)] = -1
     destination_config: DestinationConfig | None = None

@@ -49,6 +49,12 @@ def mapping_rule_problems(mapping: MappingConfig) -> list[RuleProblem]:
     source = mapping.source_ref
     by_kind = _sqs_rules if source.kind == "sqs" else _stream_rules
     problems = by_kind(mapping, source)
+    if mapping.deaggregate_records and source.kind != "kinesis":
+        rule = (
+            "deaggregate_records applies to Kinesis stream mappings only: KPL aggregation is a "
+            "Kinesis record format"
+        )
+        problems.append(RuleProblem(("deaggregate_records",), True, rule, ("source",)))
     problems.extend(_filter_rules(mapping, source))
     return problems
 

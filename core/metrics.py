@@ -7,6 +7,7 @@ batches run (`record_invocation`, a no-op while no `Metrics` is active).
 Prometheus names (labels `mapping`, `source`): sluiceway_invocations_total, sluiceway_errors_total,
 sluiceway_throttles_total, sluiceway_<polled|filtered_out|invoked|failed_invoke|dropped|deleted|
 destination_delivered>_events_total, sluiceway_destination_delivery_failures_total,
+sluiceway_empty_polls_total,
 sluiceway_duration_seconds (histogram), sluiceway_batch_size (histogram),
 sluiceway_concurrent_executions, sluiceway_concurrency_target, sluiceway_init_duration_seconds,
 sluiceway_iterator_age_milliseconds, sluiceway_leases, sluiceway_stuck_environments.
@@ -55,6 +56,10 @@ COUNTERS: dict[str, tuple[str, str]] = {
     "sluiceway_destination_delivered_events": (
         "destination_delivered",
         "Events sent to the on-failure destination (OnFailureDestinationDeliveredEventCount)",
+    ),
+    "sluiceway_empty_polls": (
+        "empty_polls",
+        "Polls (ReceiveMessage, GetRecords) that returned no records; they leave no trace",
     ),
     "sluiceway_destination_delivery_failures": (
         "destination_delivery_failures",

@@ -26,6 +26,8 @@ class MappingStats:
     invocations: int = 0
     errors: int = 0
     throttles: int = 0
+    empty_polls: int = 0
+    """Polls (ReceiveMessage, GetRecords) that returned no records: counted, never traced."""
     duration_seconds: float = 0.0
     in_flight: int = 0
     concurrency_target: int = 0

@@ -8,6 +8,8 @@ API for instrumenting code:
   (`span("retry", sluiceway__attempt=2)`) or pass `attributes={...}`.
 - `links_from_records(records)`: links to each producer's span (`AWSTraceHeader`, `traceparent`).
 - `batch_span(records, mapping, kind)`: the per-batch span (a no-op if one is already open).
+- `poll_span(source, kind)`: one poll, traced only if it returned records (`PollTrace`);
+  `upkeep_span(name)`: routine AWS calls (shard listing, leases), traced only when one failed.
 - `retry_span(attempt, size, reason)`, `destination_span(arn, size, condition)`: around a retry
   and an on-failure destination send.
 """
@@ -15,15 +17,19 @@ API for instrumenting code:
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import os
+import time
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Link, Span, SpanKind
+from opentelemetry.trace import Link, Span, SpanContext, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-from sluiceway.core.secrets import known_secrets
+from sluiceway.core.logs import redact_text
 
 log = logging.getLogger(__name__)
 
@@ -108,28 +114,146 @@ def source_name(arn: str) -> str:
     return name.split("/")[1] if "/" in name else name
 
 
+class PollTrace:
+    """One poll of a source (ReceiveMessage, GetRecords) whose spans are made only once it is over,
+    and only when it returned records or one of its AWS calls failed: an empty poll, or one a
+    graceful stop cancelled, leaves no trace (the empty-poll counter reports it). The receive span
+    and its AWS calls' CLIENT spans keep the times they really started and ended.
+    """
+
+    MAX_CALLS = 16
+    """AWS calls kept per poll (a poll retrying a broken endpoint keeps its latest attempts)."""
+
+    def __init__(
+        self, name: str, attributes: dict[str, Any], kind: SpanKind = SpanKind.CONSUMER
+    ) -> None:
+        self.name = name
+        self.attributes = attributes
+        self.kind = kind
+        self.start = time.time_ns()
+        self.parent = otel_context.get_current()
+        self.calls: deque[_Call] = deque(maxlen=self.MAX_CALLS)
+        self.count: int | None = None
+        self.done = False
+        self.span_context: SpanContext | None = None
+        """The receive span's, once made (None while the poll leaves no trace)."""
+
+    def returned(self, count: int, links: Sequence[Link] = ()) -> SpanContext | None:
+        """The poll returned `count` records (`links` point at their producers' spans); with
+        records, its spans are made now. Returns the receive span's context, for the batches
+        that process these records to link to (None when the poll leaves no trace)."""
+        self.count = count
+        if count:
+            self._emit(links, None)
+        return self.span_context
+
+    def finish(self, error: BaseException | None) -> None:
+        """The poll is over: a poll without records leaves a trace only if something failed."""
+        if self.done:
+            return
+        if error is not None or any(call.error for call in self.calls):
+            self._emit((), error)
+
+    def _emit(self, links: Sequence[Link], error: BaseException | None) -> None:
+        self.done = True
+        tracer = _state.tracer
+        if tracer is None:
+            return
+        attributes = dict(self.attributes)
+        if self.count is not None:
+            attributes["messaging.batch.message_count"] = self.count
+        receive = tracer.start_span(
+            self.name,
+            context=self.parent,
+            kind=self.kind,
+            attributes=attributes,
+            links=links,
+            start_time=self.start,
+        )
+        inside = trace.set_span_in_context(receive)
+        for call in self.calls:
+            call.emit(tracer, inside)
+        if error is not None:
+            record_error(receive, type(error).__name__, str(error))
+        if receive.is_recording():  # not when sampled out: nothing to link to then
+            self.span_context = receive.get_span_context()
+        receive.end()
+
+
+class _Call:
+    """An AWS call made during a poll, kept until the poll knows whether it leaves a trace."""
+
+    __slots__ = ("attributes", "end", "error", "name", "start", "status")
+
+    def __init__(self, name: str, attributes: dict[str, Any]) -> None:
+        self.name = name
+        self.attributes = attributes
+        self.start = time.time_ns()
+        self.end: int | None = None
+        self.status: int | None = None
+        self.error: str | None = None
+
+    def emit(self, tracer: trace.Tracer, parent: otel_context.Context) -> None:
+        span = tracer.start_span(
+            self.name,
+            context=parent,
+            kind=SpanKind.CLIENT,
+            attributes=self.attributes,
+            start_time=self.start,
+        )
+        _close(span, self.status, self.error, end_time=self.end)
+
+
+_poll: contextvars.ContextVar[PollTrace | None] = contextvars.ContextVar(
+    "sluiceway_poll", default=None
+)
+
+
 @contextlib.contextmanager
-def poll_span(source: str, kind: str, operation: str = "receive", **attrs: Any) -> Iterator[Span]:
-    """One poll of the source (ReceiveMessage, GetRecords); set the count with `set_count`."""
+def poll_span(
+    source: str, kind: str, operation: str = "receive", **attrs: Any
+) -> Iterator[PollTrace | None]:
+    """One poll of the source; call `returned(count, links)` on what it yields (None when
+    tracing is off) once the records are read. AWS calls made inside are kept with it."""
     if _state.tracer is None:
-        yield NOOP_SPAN
+        yield None
         return
-    with span(
-        f"{source} {operation}",
-        kind=SpanKind.CONSUMER,
-        attributes={
-            "messaging.system": MESSAGING_SYSTEM.get(kind, kind),
-            "messaging.destination.name": source,
-            "messaging.operation": operation,
-        },
-        **attrs,
-    ) as current:
-        yield current
+    attributes = {
+        "messaging.system": MESSAGING_SYSTEM.get(kind, kind),
+        "messaging.destination.name": source,
+        "messaging.operation": operation,
+    }
+    with _collecting(PollTrace(f"{source} {operation}", _attrs(attributes, attrs))) as poll:
+        yield poll
 
 
-def set_count(current: Span, count: int) -> None:
-    if current.is_recording():
-        current.set_attribute("messaging.batch.message_count", count)
+@contextlib.contextmanager
+def upkeep_span(name: str, **attrs: Any) -> Iterator[None]:
+    """Routine upkeep that repeats while a mapping is idle (re-listing shards, renewing and
+    syncing leases): traced, under one span named `name`, only when one of its AWS calls failed.
+
+    Start no task inside: tasks inherit the context, and their AWS calls would be kept here.
+    """
+    if _state.tracer is None:
+        yield
+        return
+    with _collecting(PollTrace(name, _attrs({}, attrs), SpanKind.INTERNAL)):
+        yield
+
+
+@contextlib.contextmanager
+def _collecting(poll: PollTrace) -> Iterator[PollTrace]:
+    """AWS calls made in the body are kept with `poll` instead of traced on their own."""
+    token = _poll.set(poll)
+    error: BaseException | None = None
+    try:
+        yield poll
+    except Exception as exc:
+        error = exc
+        raise
+    finally:
+        _poll.reset(token)
+        poll.finish(error)  # a cancelled poll (BaseException) returned nothing: no trace
 
 
 def destination_span(
@@ -159,8 +283,28 @@ def record_error(current: Span, error_type: str, message: str = "") -> None:
     if not current.is_recording():
         return
     current.set_attribute("error.type", error_type)
-    text = known_secrets.mask(message)[:200]  # masked first: a cut never shows half a secret
+    text = redact_text(message)[:200]  # masked first: a cut never shows half a secret
     current.set_status(trace.Status(trace.StatusCode.ERROR, text or error_type))
+
+
+def record_exception(
+    current: Span, error_type: str, message: str, stack_trace: Sequence[str] = ()
+) -> None:
+    """The semantic conventions' `exception` event, masked as log lines are (`core.logs`).
+
+    `stack_trace` is a runtime's `stackTrace` (Lambda's error document): the frames, innermost
+    last, as the runtime formats them.
+    """
+    if not current.is_recording():
+        return
+    attributes = {"exception.type": error_type, "exception.message": redact_text(message)}
+    if stack_trace:
+        lines = "".join(line if line.endswith("\n") else line + "\n" for line in stack_trace)
+        python = stack_trace[0].startswith('  File "')
+        header = "Traceback (most recent call last):\n" if python else ""
+        text = f"{header}{lines}{error_type}: {message}"
+        attributes["exception.stacktrace"] = redact_text(text)
+    current.add_event("exception", attributes)
 
 
 # ---------------------------------------------------------------------- AWS calls
@@ -182,40 +326,67 @@ def _before_call(model: Any = None, context: dict[str, Any] | None = None, **_: 
     if tracer is None or context is None or model is None:
         return
     service = model.service_model.service_id.hyphenize()
-    attributes = {
-        "rpc.system": "aws-api",
-        "rpc.service": model.service_model.service_id.replace(" ", ""),
-        "rpc.method": model.name,
-        "cloud.region": context.get("client_region"),
-    }
+    name = f"{service}.{model.name}"
+    attributes = _attrs(
+        {
+            "rpc.system": "aws-api",
+            "rpc.service": model.service_model.service_id.replace(" ", ""),
+            "rpc.method": model.name,
+            "cloud.region": context.get("client_region"),
+        },
+        {},
+    )
+    poll = _poll.get()
+    if poll is not None:
+        call = _Call(name, attributes)
+        poll.calls.append(call)
+        context["_sluiceway_call"] = call
+        return
     context["_sluiceway_span"] = tracer.start_span(
-        f"{service}.{model.name}", kind=SpanKind.CLIENT, attributes=_attrs(attributes, {})
+        name, kind=SpanKind.CLIENT, attributes=attributes
     )
 
 
-def _end(context: dict[str, Any] | None, status: int | None, error: str | None) -> None:
-    started: Span | None = (context or {}).pop("_sluiceway_span", None)
+def _close(
+    span: Span, status: int | None, error: str | None, *, end_time: int | None = None
+) -> None:
+    if status is not None:
+        span.set_attribute("http.response.status_code", status)
+    if error:
+        record_error(span, error)
+    span.end(end_time=end_time)
+
+
+def _end(
+    context: dict[str, Any] | None,
+    status: int | None,
+    error: str | None,
+    request_id: str | None = None,
+) -> None:
+    context = context or {}
+    call: _Call | None = context.pop("_sluiceway_call", None)
+    if call is not None:
+        call.end, call.status, call.error = time.time_ns(), status, error
+        if request_id:
+            call.attributes["aws.request_id"] = request_id
+        return
+    started: Span | None = context.pop("_sluiceway_span", None)
     if started is None:
         return
-    if status is not None:
-        started.set_attribute("http.response.status_code", status)
-    if error:
-        record_error(started, error)
-    started.end()
+    if request_id:
+        started.set_attribute("aws.request_id", request_id)
+    _close(started, status, error)
 
 
 def _after_call(
     http_response: Any = None, parsed: Any = None, context: Any = None, **_: Any
 ) -> None:
     status = getattr(http_response, "status_code", None)
-    error = None
+    error = request_id = None
     if isinstance(parsed, dict):
         error = (parsed.get("Error") or {}).get("Code")
         request_id = (parsed.get("ResponseMetadata") or {}).get("RequestId")
-        current = (context or {}).get("_sluiceway_span")
-        if current is not None and request_id:
-            current.set_attribute("aws.request_id", request_id)
-    _end(context, status, error)
+    _end(context, status, error, request_id)
 
 
 def _after_call_error(

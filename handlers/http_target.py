@@ -140,11 +140,13 @@ def read_function_answer(
         return Returned(raw, duration)
     if function_error or _is_error_document(payload):
         error = payload if isinstance(payload, dict) else {}
+        stack = error.get("stackTrace")
         return FunctionError(
             str(error.get("errorType") or function_error or "Unhandled"),
             str(error.get("errorMessage", payload)),
             duration,
             function_error or "Unhandled",
+            stack_trace=tuple(str(line) for line in stack) if isinstance(stack, list) else (),
         )
     return Returned(payload, duration)
 

@@ -11,7 +11,6 @@ import abc
 import inspect
 import math
 import time
-import traceback
 import uuid
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
@@ -29,7 +28,13 @@ from sluiceway.handlers.loader import (
     load_handler,
     parse_handler_spec,
 )
-from sluiceway.handlers.results import FunctionError, InvocationResult, Returned, with_request_id
+from sluiceway.handlers.results import (
+    FunctionError,
+    InvocationResult,
+    Returned,
+    stack_trace,
+    with_request_id,
+)
 
 MAX_RESPONSE_BYTES = 6_291_556
 """Lambda's limit on a synchronous invocation's response payload."""
@@ -237,17 +242,7 @@ def _raised(e: BaseException, duration: float) -> FunctionError:
         error_type, message = EXIT_ERROR, f"Runtime exited with error: exit status {e.code}"
     else:
         error_type, message = type(e).__name__, str(e)
-    return FunctionError(error_type, message, duration, stack_trace=_handler_frames(e))
-
-
-def _handler_frames(e: BaseException) -> tuple[str, ...]:
-    """The traceback from the handler's own frame inward, as Lambda shows it (not this module's
-    or the thread pool's frames that led to the call)."""
-    frames = traceback.extract_tb(e.__traceback__)
-    ours = [i for i, frame in enumerate(frames) if frame.filename == __file__]
-    if ours:
-        frames = traceback.StackSummary.from_list(frames[ours[-1] + 1 :])
-    return tuple(frames.format())
+    return FunctionError(error_type, message, duration, stack_trace=stack_trace(e))
 
 
 def marshal_response(value: Any, duration: float = 0.0) -> Returned | FunctionError:

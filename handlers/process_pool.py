@@ -255,7 +255,8 @@ class ProcessPoolInvoker(Invoker):
             except orjson.JSONDecodeError:
                 return Returned(raw, duration), True
         alive = message[1] not in (OUT_OF_MEMORY, EXIT_ERROR)
-        return FunctionError(message[1], message[2], duration), alive
+        stack = tuple(message[3]) if len(message) > 3 else ()
+        return FunctionError(message[1], message[2], duration, stack_trace=stack), alive
 
     def _exited(self, code: int | None, duration: float) -> FunctionError:
         if code is not None and code < 0:

@@ -6,8 +6,15 @@ the router reads it with AWS's response rules (`sluiceway.router.response`).
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import threading
+import traceback
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
+
+import anyio
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +41,8 @@ class FunctionError:
     function_error: str = "Unhandled"  # Lambda's X-Amz-Function-Error value
     request_id: str = field(default="", compare=False)
     stack_trace: tuple[str, ...] = field(default=(), compare=False)
-    """The frames of a raised exception, outermost first (Lambda's `stackTrace`), when known."""
+    """Lambda's `stackTrace`: the handler's frames, innermost last, as its runtime formats them
+    (empty for errors without one, such as a timeout)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,3 +65,27 @@ def with_request_id(result: InvocationResult, request_id: str) -> InvocationResu
     if isinstance(result, InvokeFailure) or not request_id:
         return result
     return replace(result, request_id=request_id)
+
+
+_HERE = Path(__file__).parent
+_RUNTIME = (
+    str(Path(asyncio.__file__).parent),
+    str(Path(anyio.__file__).parent),
+    str(Path(concurrent.futures.__file__).parent),
+    threading.__file__,
+    str(_HERE / "invoker.py"),
+    str(_HERE / "environments.py"),
+    str(_HERE / "worker.py"),
+)
+"""Where the frames that call a handler live: left out of its stack trace, as Lambda leaves out
+its runtime's."""
+
+
+def stack_trace(exc: BaseException) -> tuple[str, ...]:
+    """Lambda's `stackTrace` for an exception a Python handler raised: its frames from the
+    handler's own call on, each formatted as Python's traceback module (and Lambda) does."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    first = 0
+    while first < len(frames) and frames[first].filename.startswith(_RUNTIME):
+        first += 1
+    return tuple(traceback.format_list(frames[first:]))

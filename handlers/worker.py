@@ -4,7 +4,8 @@ The worker applies the mapping's environment and memory limit, imports the handl
 phase, timed), then serves invocations one at a time over its pipe until the pipe closes. Messages
 are tuples: the parent sends the `WorkerConfig`, then `(request_id, remaining_seconds, event_json)`
 per invocation; the worker answers `("ready", init_seconds)` or `("init_error", type, message)`
-once, then `("ok", payload_json)` or `("error", type, message)` per invocation.
+once, then `("ok", payload_json)` or `("error", type, message[, stack_trace])` per invocation
+(the stack trace when the handler raised).
 
 A function's code is its own, as in Lambda: the worker is a fresh interpreter (`serve`, started by
 `process_pool`) whose sys.path starts with the function's code, and before that code it imports
@@ -102,6 +103,7 @@ def main(conn: Connection, config: WorkerConfig) -> None:
         init_duration = time.perf_counter() - started
         import orjson  # the runtime's own modules, after the function's init (see above)
         from sluiceway.handlers.invoker import marshal_response
+        from sluiceway.handlers.results import Returned, stack_trace
     except HandlerLoadError as exc:
         conn.send(("init_error", exc.error_type, exc.message))
         return
@@ -146,9 +148,9 @@ def main(conn: Connection, config: WorkerConfig) -> None:
             )
             return
         except Exception as exc:
-            conn.send(("error", type(exc).__name__, str(exc)))
+            conn.send(("error", type(exc).__name__, str(exc), stack_trace(exc)))
             continue
-        if hasattr(result, "payload"):
+        if isinstance(result, Returned):
             payload = result.payload
             conn.send(("ok", payload if isinstance(payload, bytes) else orjson.dumps(payload)))
         else:

@@ -7,10 +7,11 @@ from typing import Any
 from sluiceway.config.mapping import MappingConfig
 from sluiceway.core.aws import AwsClients
 from sluiceway.core.errors import SluicewayError
-from sluiceway.core.telemetry import poll_span, set_count, source_name
+from sluiceway.core.telemetry import poll_span, source_name
 from sluiceway.pollers.dynamodb_records import to_source_record
 from sluiceway.pollers.shards import Shard, StartPosition, shard_from_listing
 from sluiceway.pollers.stream import RecordsPage
+from sluiceway.router import tracing
 
 GET_RECORDS_LIMIT = 1000
 """DynamoDB Streams' per-call maximum."""
@@ -80,9 +81,12 @@ class DynamoDbStreamApi:
             response = await self._streams.get_records(
                 ShardIterator=iterator, Limit=GET_RECORDS_LIMIT
             )
-            set_count(poll, len(response.get("Records", [])))
-        records = [
-            (to_source_record(raw, stream_arn=self.stream_arn, region=self.region), True)
-            for raw in response.get("Records", [])
-        ]
-        return RecordsPage(records, response.get("NextShardIterator"))
+            records = [
+                to_source_record(raw, stream_arn=self.stream_arn, region=self.region)
+                for raw in response.get("Records", [])
+            ]
+            tracing.received(poll, records)
+        # A DynamoDB record's checkpoint is its sequence number (its item id).
+        return RecordsPage(
+            [(record, record.item_id) for record in records], response.get("NextShardIterator")
+        )

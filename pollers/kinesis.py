@@ -9,10 +9,11 @@ from typing import Any
 from botocore.utils import parse_timestamp
 from sluiceway.config.mapping import MappingConfig
 from sluiceway.core.aws import AwsClients
-from sluiceway.core.telemetry import poll_span, set_count, source_name
+from sluiceway.core.telemetry import poll_span, source_name
 from sluiceway.pollers.kinesis_records import to_source_records
 from sluiceway.pollers.shards import Shard, StartPosition, shard_from_listing
 from sluiceway.pollers.stream import RecordsPage
+from sluiceway.router import tracing
 
 GET_RECORDS_LIMIT = 10_000
 """Kinesis's per-call maximum; batches are cut from what a call returns."""
@@ -55,6 +56,7 @@ class KinesisApi:
         self.region = source.region
         # Lambda names the function's execution role; Sluiceway has none, so it names itself.
         self.identity_arn = f"arn:{source.partition}:iam::{source.account}:role/sluiceway"
+        self.deaggregate_records = mapping.deaggregate_records
         self._kinesis: Any = None
         self._summary: dict[str, Any] = {}
 
@@ -100,18 +102,19 @@ class KinesisApi:
             response = await self._kinesis.get_records(
                 ShardIterator=iterator, Limit=GET_RECORDS_LIMIT
             )
-            set_count(poll, len(response.get("Records", [])))
-        records = [
-            pair
-            for raw in response.get("Records", [])
-            for pair in to_source_records(
-                raw,
-                shard_id=shard_id,
-                stream_arn=self.stream_arn,
-                region=self.region,
-                identity_arn=self.identity_arn,
-            )
-        ]
+            records = [
+                pair
+                for raw in response.get("Records", [])
+                for pair in to_source_records(
+                    raw,
+                    shard_id=shard_id,
+                    stream_arn=self.stream_arn,
+                    region=self.region,
+                    identity_arn=self.identity_arn,
+                    deaggregate_records=self.deaggregate_records,
+                )
+            ]
+            tracing.received(poll, [record for record, _ in records])
         # A closed shard read to its end has no NextShardIterator (and lists its ChildShards).
         return RecordsPage(
             records, response.get("NextShardIterator"), response.get("MillisBehindLatest")

@@ -2,8 +2,8 @@
 
 An aggregated record is the magic prefix, a protobuf `AggregatedRecord`, and the MD5 of that
 protobuf. The message has three fields (partition key table, explicit hash key table, records)
-and each record three that matter here (partition key index, data), so a small wire-format reader
-is enough. A record that does not check out (bad digest, truncated) is delivered as it is, as
+and each record three that matter here (partition key index, explicit hash key index, data), so a
+small wire-format reader is enough. A record that does not check out (bad digest, truncated) is delivered as it is, as
 the Kinesis Client Library does.
 """
 
@@ -20,6 +20,7 @@ _DIGEST = 16
 class SubRecord:
     partition_key: str
     data: bytes
+    explicit_hash_key: str | None = None
 
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
@@ -69,21 +70,27 @@ def deaggregate(data: bytes) -> list[SubRecord] | None:
         return None
     try:
         keys: list[str] = []
+        hash_keys: list[str] = []
         records: list[SubRecord] = []
         raw_records: list[bytes] = []
         for number, value in _fields(body):
             if number == 1 and isinstance(value, bytes):
                 keys.append(value.decode())
+            elif number == 2 and isinstance(value, bytes):
+                hash_keys.append(value.decode())
             elif number == 3 and isinstance(value, bytes):
                 raw_records.append(value)
         for raw in raw_records:
-            key_index, payload = 0, b""
+            key_index, hash_index, payload = 0, None, b""
             for number, value in _fields(raw):
                 if number == 1 and isinstance(value, int):
                     key_index = value
+                elif number == 2 and isinstance(value, int):
+                    hash_index = value
                 elif number == 3 and isinstance(value, bytes):
                     payload = value
-            records.append(SubRecord(keys[key_index], payload))
+            hash_key = None if hash_index is None else hash_keys[hash_index]
+            records.append(SubRecord(keys[key_index], payload, hash_key))
     except (ValueError, IndexError, UnicodeDecodeError):
         return None
     return records

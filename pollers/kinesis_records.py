@@ -1,8 +1,10 @@
 """Kinesis GetRecords entries as the records Lambda puts in `event["Records"]`, key for key.
 
 aiobotocore gives `Data` as bytes and `ApproximateArrivalTimestamp` as a datetime; Lambda sends
-base64 and float epoch seconds. KPL-aggregated records are split into their sub-records, which
-share the aggregate's sequence number.
+base64 and float epoch seconds. A KPL-aggregated record is delivered as Lambda delivers it: one
+record whose `data` is the aggregate (handlers de-aggregate it themselves). A mapping with
+`deaggregate_records` splits it into its user records instead, each with its own identity: the
+aggregate's sequence number plus a sub-sequence number (`pollers.positions`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sluiceway.pollers.kinesis_agg import deaggregate
+from sluiceway.pollers.kinesis_agg import SubRecord, deaggregate
+from sluiceway.pollers.positions import extended
 from sluiceway.router.records import SourceRecord
 
 
@@ -52,36 +55,61 @@ def kinesis_event(
 
 
 def to_source_records(
-    raw: dict[str, Any], *, shard_id: str, stream_arn: str, region: str, identity_arn: str
-) -> list[tuple[SourceRecord, bool]]:
-    """(record, checkpointable) pairs: only the last sub-record of an aggregate is checkpointable."""
+    raw: dict[str, Any],
+    *,
+    shard_id: str,
+    stream_arn: str,
+    region: str,
+    identity_arn: str,
+    deaggregate_records: bool = False,
+) -> list[tuple[SourceRecord, str]]:
+    """(record, checkpoint) pairs for one GetRecords entry: one pair, or with
+    `deaggregate_records` one per user record of a KPL aggregate."""
     sequence = str(raw["SequenceNumber"])
     data = bytes(raw.get("Data") or b"")
     arrival = _epoch(raw.get("ApproximateArrivalTimestamp"))
-    parts = deaggregate(data)
-    pieces = (
-        [(raw["PartitionKey"], data)]
-        if parts is None
-        else [(p.partition_key, p.data) for p in parts]
-    )
-    out: list[tuple[SourceRecord, bool]] = []
-    for index, (key, payload) in enumerate(pieces):
+    common = {
+        "arrival": arrival,
+        "shard_id": shard_id,
+        "stream_arn": stream_arn,
+        "region": region,
+        "identity_arn": identity_arn,
+    }
+    parts = deaggregate(data) if deaggregate_records else None
+    if not parts:
         event = kinesis_event(
-            partition_key=key,
-            sequence=sequence,
-            data=payload,
-            arrival=arrival,
-            shard_id=shard_id,
-            stream_arn=stream_arn,
-            region=region,
-            identity_arn=identity_arn,
+            partition_key=raw["PartitionKey"], sequence=sequence, data=data, **common
         )
-        record = SourceRecord(
-            event=event,
-            item_id=sequence,
-            size=len(orjson.dumps(event)),
-            key=key,
-            arrival=arrival,
-        )
-        out.append((record, index == len(pieces) - 1))
+        return [(_record(event, sequence, raw["PartitionKey"], arrival), sequence)]
+    last = len(parts) - 1
+    out: list[tuple[SourceRecord, str]] = []
+    for sub, part in enumerate(parts):
+        event = _sub_record_event(part, sequence, sub, common)
+        record = _record(event, extended(sequence, sub), part.partition_key, arrival)
+        record.alias = sequence
+        # The last sub-record finishes the whole aggregate: the reader resumes after it.
+        out.append((record, sequence if sub == last else record.item_id))
     return out
+
+
+def _sub_record_event(
+    part: SubRecord, sequence: str, sub: int, common: dict[str, Any]
+) -> dict[str, Any]:
+    """Lambda's record for one user record, with the fields the KPL's de-aggregation modules
+    add (`subSequenceNumber`, `explicitHashKey`, `aggregated`) and an eventID of its own."""
+    event = kinesis_event(
+        partition_key=part.partition_key, sequence=sequence, data=part.data, **common
+    )
+    kinesis = event["kinesis"]
+    kinesis["subSequenceNumber"] = sub
+    if part.explicit_hash_key is not None:
+        kinesis["explicitHashKey"] = part.explicit_hash_key
+    kinesis["aggregated"] = True
+    event["eventID"] = f"{common['shard_id']}:{extended(sequence, sub)}"
+    return event
+
+
+def _record(event: dict[str, Any], item_id: str, key: str, arrival: float) -> SourceRecord:
+    return SourceRecord(
+        event=event, item_id=item_id, size=len(orjson.dumps(event)), key=key, arrival=arrival
+    )

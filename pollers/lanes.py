@@ -20,17 +20,17 @@ def lane_for(key: str | None, lanes: int) -> int:
 
 @dataclass(slots=True)
 class _Entry:
-    sequence: str
-    checkpointable: bool
+    checkpoint: str
     done: bool = False
 
 
 class ShardProgress:
     """Records in read order, by position; tells the checkpoint once a prefix is finished.
 
-    `checkpointable=False` marks a record that shares its sequence number with later ones (a KPL
-    sub-record that is not the last of its aggregate): the checkpoint never stops on it, as
-    resuming AFTER that sequence number would skip the rest of the aggregate.
+    Each record is tracked with the checkpoint that marks it (and everything before it)
+    finished: its sequence number, or for a KPL sub-record before the last of its aggregate the
+    extended `SEQUENCE:SUB` (`pollers.positions`), from which a reader resumes inside the
+    aggregate instead of after it.
     """
 
     def __init__(self) -> None:
@@ -39,18 +39,18 @@ class ShardProgress:
         self.last_read: str | None = None
         self.checkpoint: str | None = None
 
-    def add(self, sequence: str, checkpointable: bool = True) -> int:
+    def add(self, checkpoint: str) -> int:
         """Track a record just read; returns its position."""
-        self._entries.append(_Entry(sequence, checkpointable))
-        self.last_read = sequence
+        self._entries.append(_Entry(checkpoint))
+        self.last_read = checkpoint
         return self._base + len(self._entries) - 1
 
-    def add_many(self, records: list[tuple[str, bool]]) -> int:
-        """Track a page of (sequence, checkpointable) just read; returns the first's position."""
+    def add_many(self, checkpoints: list[str]) -> int:
+        """Track a page of records just read (their checkpoints); returns the first's position."""
         first = self._base + len(self._entries)
-        if records:
-            self._entries.extend([_Entry(sequence, ok) for sequence, ok in records])
-            self.last_read = records[-1][0]
+        if checkpoints:
+            self._entries.extend([_Entry(checkpoint) for checkpoint in checkpoints])
+            self.last_read = checkpoints[-1]
         return first
 
     def finish(self, positions: list[int]) -> str | None:
@@ -61,10 +61,8 @@ class ShardProgress:
                 self._entries[index].done = True
         moved: str | None = None
         while self._entries and self._entries[0].done:
-            entry = self._entries.popleft()
+            moved = self._entries.popleft().checkpoint
             self._base += 1
-            if entry.checkpointable:
-                moved = entry.sequence
         if moved is not None:
             self.checkpoint = moved
         return moved

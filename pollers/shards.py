@@ -12,10 +12,14 @@ from collections.abc import Container, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from sluiceway.pollers.positions import FinishedSubRecords, split
+
 SHARD_END = "SHARD_END"
 """Checkpoint of a closed shard that is finished; its children may start."""
 
-IteratorType = Literal["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP", "AFTER_SEQUENCE_NUMBER"]
+IteratorType = Literal[
+    "TRIM_HORIZON", "LATEST", "AT_TIMESTAMP", "AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER"
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,10 +37,28 @@ class StartPosition:
     kind: IteratorType
     sequence: str | None = None
     timestamp: float | None = None
+    finished_through: int | None = None
+    """AT_SEQUENCE_NUMBER of an aggregate: its sub-records up to this one are finished."""
 
     @classmethod
     def after(cls, sequence: str) -> StartPosition:
         return cls("AFTER_SEQUENCE_NUMBER", sequence=sequence)
+
+    @classmethod
+    def resume(cls, checkpoint: str) -> StartPosition:
+        """Where reading resumes from a checkpoint: after a whole record, or at an aggregate
+        finished part of the way (`pollers.positions`), since after it would skip the rest."""
+        sequence, sub = split(checkpoint)
+        if sub is None:
+            return cls.after(sequence)
+        return cls("AT_SEQUENCE_NUMBER", sequence=sequence, finished_through=sub)
+
+    @property
+    def finished(self) -> FinishedSubRecords | None:
+        """The sub-records to drop when reading from here (None: nothing to drop)."""
+        if self.sequence is None or self.finished_through is None:
+            return None
+        return FinishedSubRecords(self.sequence, self.finished_through)
 
 
 TRIM_HORIZON = StartPosition("TRIM_HORIZON")
@@ -129,7 +151,7 @@ class Lineage:
         self, shard: Shard, parents: list[str], checkpoint: str | None
     ) -> StartPosition | None:
         if checkpoint:
-            return StartPosition.after(checkpoint)
+            return StartPosition.resume(checkpoint)
         if self.starting.kind != "LATEST":
             return self.starting
         if any(p in self._read for p in parents):

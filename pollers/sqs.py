@@ -26,11 +26,12 @@ from sluiceway.config.mapping import MappingConfig
 from sluiceway.core.aws import LONG_POLL_SECONDS, AwsClients
 from sluiceway.core.aws_retry import call_with_retry, error_code
 from sluiceway.core.stats import MappingStats
-from sluiceway.core.telemetry import poll_span, set_count
+from sluiceway.core.telemetry import poll_span
 from sluiceway.pollers.poller import Poller
 from sluiceway.pollers.queue_info import read_queue
 from sluiceway.pollers.scaling import LAMBDA_SQS_MAX_CONCURRENCY, ConcurrencyScaler
 from sluiceway.pollers.sqs_records import to_source_record
+from sluiceway.router import tracing
 from sluiceway.router.batching import BatchBuilder, split_by_key
 from sluiceway.router.outcomes import BatchFailed
 from sluiceway.router.records import SourceRecord
@@ -269,10 +270,11 @@ class SqsPoller(Poller):
                 tg.start_soon(receiver)
 
     async def _receive(self, count: int, wait: int) -> list[SourceRecord]:
-        """One ReceiveMessage call; a graceful stop cancels a long poll that is waiting."""
+        """One ReceiveMessage call; a graceful stop cancels a long poll that is waiting (it
+        returned nothing: no trace, and not counted as an empty poll)."""
         if self._stopping.is_set():
             return []
-        response: dict[str, Any] = {}
+        records: list[SourceRecord] = []
         with poll_span(self.source.name, "sqs") as poll, anyio.CancelScope() as scope:
             self._receive_scopes.add(scope)
             try:
@@ -289,19 +291,19 @@ class SqsPoller(Poller):
                 )
             finally:
                 self._receive_scopes.discard(scope)
-            set_count(poll, len(response.get("Messages") or []))
-        messages = response.get("Messages") or []
-        if not messages:
+            visible_at = sent_at + self.visibility_timeout
+            for message in response.get("Messages") or []:
+                record = to_source_record(
+                    message, queue_arn=self.queue_arn, region=self.source.region, fifo=self.fifo
+                )
+                self._held[record.handle] = visible_at
+                records.append(record)
+            tracing.received(poll, records)
+        if not records:
+            if not scope.cancel_called:
+                self._stats.empty_polls += 1
             return []
         self._stats.last_error = None
-        visible_at = sent_at + self.visibility_timeout
-        records = []
-        for message in messages:
-            record = to_source_record(
-                message, queue_arn=self.queue_arn, region=self.source.region, fifo=self.fifo
-            )
-            self._held[record.handle] = visible_at
-            records.append(record)
         self._stats.polled += len(records)
         return records
 

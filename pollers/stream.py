@@ -28,6 +28,7 @@ from sluiceway.core.stats import MappingStats
 from sluiceway.pollers.checkpoints import SHARD_END, CheckpointStore
 from sluiceway.pollers.lanes import ShardProgress, lane_for
 from sluiceway.pollers.pacing import PollPacer
+from sluiceway.pollers.positions import FinishedSubRecords
 from sluiceway.pollers.shards import TRIM_HORIZON, Shard, StartPosition
 from sluiceway.pollers.windows import Window, WindowTracker, runs_by_window, state_too_large
 from sluiceway.router.batching import BatchBuilder
@@ -46,8 +47,8 @@ WINDOW_GRACE_SECONDS = 1.0
 
 @dataclass
 class RecordsPage:
-    records: list[tuple[SourceRecord, bool]]
-    """(record, checkpointable) in shard order."""
+    records: list[tuple[SourceRecord, str]]
+    """(record, the checkpoint that marks it finished) in shard order (`ShardProgress`)."""
     next_iterator: str | None
     """None: the shard is closed and read to its end."""
     behind_ms: float | None = None
@@ -112,6 +113,8 @@ class ShardReader:
         self._tumbling_seconds = tumbling_window_seconds
         self._origin = BatchOrigin(api.stream_arn, shard.shard_id)
         self._progress = ShardProgress()
+        self._finished: FinishedSubRecords | None = None
+        """Sub-records of the aggregate the iterator starts at that are already finished."""
         self._stopping = anyio.Event()
         self._read_scope = anyio.CancelScope()
         self._room = anyio.Event()
@@ -153,7 +156,8 @@ class ShardReader:
     async def _iterator(self) -> str:
         """From the last record read (≥ the checkpoint) when renewing, else from `start`."""
         last = self._progress.last_read
-        position = StartPosition.after(last) if last else self.start
+        position = StartPosition.resume(last) if last else self.start
+        self._finished = position.finished
         return await call_with_retry(
             self._iterator_at, position, on_error=self._note_error, retry_all=True
         )
@@ -200,8 +204,13 @@ class ShardReader:
                 iterator = await self._iterator()
                 continue
             self._stats.last_error = None
-            if page.records:
-                self._dispatch(page.records, sends)
+            if not page.records:
+                self._stats.empty_polls += 1
+            records = page.records
+            if records and self._finished is not None:
+                records, self._finished = self._finished.drop(records), None
+            if records:
+                self._dispatch(records, sends)
             if page.next_iterator is None:
                 return True
             iterator = page.next_iterator
@@ -215,13 +224,13 @@ class ShardReader:
 
     def _dispatch(
         self,
-        records: list[tuple[SourceRecord, bool]],
+        records: list[tuple[SourceRecord, str]],
         sends: list[ObjectSendStream[list[SourceRecord]]],
     ) -> None:
         """Per page, not per record: positions in one call, one list per lane (no hashing for
         a single lane), so a 10,000-record page costs a few sends instead of 10,000."""
         self._stats.polled += len(records)
-        position = self._progress.add_many([(r.item_id, c) for r, c in records])
+        position = self._progress.add_many([checkpoint for _, checkpoint in records])
         lanes = self._lanes
         if lanes == 1:
             page: list[SourceRecord] = []

@@ -14,6 +14,7 @@ from sluiceway.config.mapping import MappingConfig
 from sluiceway.core.aws_retry import call_with_retry, error_code
 from sluiceway.core.logs import bind as bind_log_context
 from sluiceway.core.stats import MappingStats
+from sluiceway.core.telemetry import upkeep_span
 from sluiceway.pollers.checkpoints import SHARD_END, CheckpointStore, ShardLeases
 from sluiceway.pollers.pacing import PollPacer
 from sluiceway.pollers.poller import Poller
@@ -133,7 +134,8 @@ class StreamPoller(Poller):
         while True:
             await anyio.sleep(leases.renew_interval)
             try:
-                await leases.renew()
+                with upkeep_span("renew leases", sluiceway__mapping=self.mapping.name):
+                    await leases.renew()
             except Exception as exc:  # renewal is retried next interval
                 self._note_error(exc)
             self._stop_unheld(leases)
@@ -150,9 +152,10 @@ class StreamPoller(Poller):
         assert self._leases is not None
         if self._wake.is_set() or time.monotonic() - self._listed_at >= self._interval:
             self._wake = anyio.Event()
-            self._shards = await call_with_retry(
-                self.api.list_shards, on_error=self._note_error, retry_all=True
-            )
+            with upkeep_span("list shards", sluiceway__mapping=self.mapping.name):
+                self._shards = await call_with_retry(
+                    self.api.list_shards, on_error=self._note_error, retry_all=True
+                )
             self._listed_at = time.monotonic()
         shards = self._shards
 
@@ -164,7 +167,8 @@ class StreamPoller(Poller):
             return self._lineage.ready(shards)
 
         try:
-            await self._leases.sync(shards, ready)
+            with upkeep_span("sync leases", sluiceway__mapping=self.mapping.name):
+                await self._leases.sync(shards, ready)
         except Exception as exc:  # the lease table is tried again next tick
             self._note_error(exc)
             log.warning("mapping %s: lease sync failed: %s", self.mapping.name, error_code(exc))

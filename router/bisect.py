@@ -17,14 +17,20 @@ def bisect(items: Sequence[T]) -> tuple[list[T], list[T]]:
     return list(items[:middle]), list(items[middle:])
 
 
-def failure_index(item_ids: Sequence[str], failed_ids: Sequence[str]) -> int:
-    """Index of the first record whose id was reported failed: streams checkpoint just before it.
+def failure_index(
+    item_ids: Sequence[str],
+    failed_ids: Sequence[str],
+    aliases: Sequence[str | None] = (),
+) -> int:
+    """Index of the first record reported failed: streams checkpoint just before it.
 
-    The record with the lowest sequence number comes first in shard order; KPL sub-records share
-    their aggregate's sequence number, so the first of them is the cut.
+    The record with the lowest sequence number comes first in shard order. A record is named by
+    its id or by its alias: a KPL sub-record's extended sequence number names it alone, its
+    aggregate's sequence number names the first sub-record of that aggregate in the range.
     """
     failed = set(failed_ids)
     for index, item_id in enumerate(item_ids):
-        if item_id in failed:
+        alias = aliases[index] if index < len(aliases) else None
+        if item_id in failed or (alias is not None and alias in failed):
             return index
     return 0

@@ -7,7 +7,10 @@ so batching, filtering and retry policy are written once for every source kind.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import SpanContext
 
 
 @dataclass(slots=True)
@@ -26,3 +29,8 @@ class SourceRecord:
     """When the source received the record, epoch seconds (record age, iterator age, windows)."""
     handle: Any = field(default=None, repr=False)
     """Source-specific handle (SQS receipt handle, stream position) the poller settles with."""
+    alias: str | None = None
+    """Another identifier a partial batch response may name this record by: a KPL sub-record's
+    aggregate sequence number, which names the aggregate from its first sub-record in the batch."""
+    receive: SpanContext | None = field(default=None, repr=False)
+    """The traced poll (receive span) that read this record; its batch's process span links it."""

@@ -263,8 +263,10 @@ class BatchRunner:
         failed: list[SourceRecord] = []
         blocked_groups: set[str | None] = set()
         for record in records:
-            if record.item_id in failed_ids or (
-                self.ordered_groups and record.key in blocked_groups
+            if (
+                record.item_id in failed_ids
+                or record.alias in failed_ids
+                or (self.ordered_groups and record.key in blocked_groups)
             ):
                 failed.append(record)
                 if self.ordered_groups:
@@ -347,8 +349,11 @@ class BatchRunner:
             outcome = await self._invoke_range(current, window)
             failed_at = None
             if isinstance(outcome, PartialFailure):
-                ids = [r.item_id for r in current.records]
-                failed_at = failure_index(ids, outcome.failed_ids)
+                failed_at = failure_index(
+                    [r.item_id for r in current.records],
+                    outcome.failed_ids,
+                    [r.alias for r in current.records],
+                )
             decision = decide(outcome, failed_at, len(current.records), current.retries, policy)
             done, rest = current.records[: decision.finished], current.records[decision.finished :]
             if done:
@@ -491,7 +496,7 @@ class BatchRunner:
             elapsed = time.monotonic() - started
             stats.duration_seconds += elapsed
             record_invocation(stats, elapsed, len(records))
-        outcome = interpret(result, [r.item_id for r in records], self.report_batch_item_failures)
+        outcome = interpret(result, item_ids(records), self.report_batch_item_failures)
         if require_state and isinstance(result, Returned) and not _has_state(result.payload):
             outcome = BatchFailed("the response has no state (a tumbling window needs one)")
         self._count(outcome, len(records))
@@ -561,6 +566,13 @@ class BatchRunner:
             if isinstance(error, FunctionError):
                 stats.errors += 1
             stats.last_processing_result = "PROBLEM: Function call failed"
+
+
+def item_ids(records: list[SourceRecord]) -> list[str]:
+    """Every identifier a partial batch response may name a record of the batch by."""
+    ids = [r.item_id for r in records]
+    ids.extend(r.alias for r in records if r.alias is not None)
+    return ids
 
 
 def _request_id(result: InvocationResult) -> str:

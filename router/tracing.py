@@ -20,9 +20,11 @@ from sluiceway.core.telemetry import (
     FAAS_TRIGGER,
     MESSAGING_SYSTEM,
     NOOP_SPAN,
+    PollTrace,
     current_span,
     per_record,
     record_error,
+    record_exception,
     source_name,
     span,
     tracer,
@@ -97,6 +99,36 @@ def links_from_records(records: Sequence[SourceRecord]) -> list[Link]:
     return links
 
 
+def received(poll: PollTrace | None, records: Sequence[SourceRecord]) -> None:
+    """A poll returned `records`: its receive span (made now, when there are records) links to
+    their producers, and each record keeps the span, so its batch's process span links back."""
+    if poll is None:
+        return
+    context = poll.returned(len(records), links_from_records(records) if records else ())
+    if context is not None:
+        for record in records:
+            record.receive = context
+
+
+def receive_links(records: Sequence[SourceRecord]) -> list[Link]:
+    """One link per receive span that read some of `records`, with how many of them it read."""
+    counts: dict[int, int] = {}
+    contexts: dict[int, SpanContext] = {}
+    for record in records:
+        context = record.receive
+        if context is not None:
+            key = context.span_id
+            contexts.setdefault(key, context)
+            counts[key] = counts.get(key, 0) + 1
+    return [
+        Link(
+            contexts[key],
+            {"messaging.operation.type": "receive", "messaging.batch.message_count": count},
+        )
+        for key, count in counts.items()
+    ]
+
+
 def source_attributes(records: Sequence[SourceRecord], kind: str) -> dict[str, Any]:
     """messaging.* attributes for a batch from its first record."""
     arn = str(records[0].event.get("eventSourceARN", "")) if records else ""
@@ -117,7 +149,9 @@ def new_batch_id() -> str:
 
 @contextlib.contextmanager
 def batch_span(records: Sequence[SourceRecord], mapping: str, kind: str) -> Iterator[Span]:
-    """The per-batch span, linked to every producer, with mapping and batch_id bound for logs.
+    """The per-batch span, with mapping and batch_id bound for logs. As the messaging conventions
+    ask of a process span, it links to each message's producer, and to the receive span(s) that
+    fetched the batch's records (`received`), so a receive leads to its processing.
 
     Nested calls (a poller opened it around processing and settling) reuse the open one.
     """
@@ -142,7 +176,7 @@ def batch_span(records: Sequence[SourceRecord], mapping: str, kind: str) -> Iter
             with span(
                 f"{attributes['messaging.destination.name']} process",
                 kind=SpanKind.CONSUMER,
-                links=links_from_records(records),
+                links=[*receive_links(records), *links_from_records(records)],
                 attributes=attributes,
             ) as current:
                 yield current
@@ -203,18 +237,25 @@ def retry_span(
 
 
 def annotate_result(current: Span, result: InvocationResult) -> None:
-    """Mark the invocation span with a function error or an invoke failure."""
+    """Mark the invocation span with a function error (and its exception event: type, message
+    and the function's stack trace) or an invoke failure."""
     if not current.is_recording():
         return
     if isinstance(result, FunctionError):
         record_error(current, result.error_type, result.message)
+        record_exception(current, result.error_type, result.message, result.stack_trace)
         current.set_attribute("faas.error", result.function_error)
     elif isinstance(result, InvokeFailure):
-        record_error(current, "Throttled" if result.throttled else "InvokeFailure", result.reason)
+        record_error(current, invoke_failure_type(result), result.reason)
+
+
+def invoke_failure_type(failure: InvokeFailure) -> str:
+    return "Throttled" if failure.throttled else "InvokeFailure"
 
 
 def annotate_outcome(outcome: Outcome, size: int) -> None:
-    """Mark the current (batch) span with what the response meant for the batch."""
+    """Mark the current (batch) span with what the response meant for the batch: the outcome in
+    `sluiceway.outcome`, and for a failed batch `error.type` = the function's error type."""
     current = current_span()
     if not current.is_recording():
         return
@@ -223,4 +264,15 @@ def annotate_outcome(outcome: Outcome, size: int) -> None:
         current.set_attribute("sluiceway.failed_count", len(outcome.failed_ids))
     elif isinstance(outcome, BatchFailed):
         current.set_attribute("sluiceway.failed_count", size)
-        record_error(current, "BatchFailed", outcome.reason)
+        record_error(current, batch_error_type(outcome), outcome.reason)
+
+
+def batch_error_type(outcome: BatchFailed) -> str:
+    """The function's error type (`RuntimeError`, `Sandbox.Timedout`, ...), `Throttled` or
+    `InvokeFailure` when it was not reached, `InvalidResponse` for a response AWS refuses."""
+    error = outcome.error
+    if isinstance(error, FunctionError):
+        return error.error_type
+    if isinstance(error, InvokeFailure):
+        return invoke_failure_type(error)
+    return "InvalidResponse"

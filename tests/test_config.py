@@ -167,6 +167,8 @@ def test_documented_example_loads() -> None:
         (kinesis(handler="arn:aws:lambda:us-east-1:000000000000:function:clicks:live"),
          lambda m: m.handler_kind == "lambda"),
         (kinesis(handler="src/app.handler"), lambda m: m.handler_kind == "python"),
+        (kinesis(deaggregate_records="true"), lambda m: m.deaggregate_records),
+        (kinesis(), lambda m: not m.deaggregate_records),
     ],
     ids=[
         "timeout-beyond-lambdas-900s",
@@ -184,6 +186,8 @@ def test_documented_example_loads() -> None:
         "http-handler",
         "lambda-arn-handler",
         "lambda-style-handler-path",
+        "kinesis-deaggregation-on",
+        "kinesis-deaggregation-off-by-default",
     ],
 )
 def test_accepts(env: dict[str, str], check: Any) -> None:
@@ -288,6 +292,10 @@ REJECTIONS = [
      f"{M}ORDERS__TUMBLING_WINDOW_IN_SECONDS", "stream mappings only"),
     ("sqs-idle-poll-max", sqs(idle_poll_max_seconds="1"),
      f"{M}ORDERS__IDLE_POLL_MAX_SECONDS", "stream mappings only"),
+    ("sqs-deaggregate-records", sqs(deaggregate_records="true"),
+     f"{M}ORDERS__DEAGGREGATE_RECORDS", "Kinesis stream mappings only"),
+    ("dynamodb-deaggregate-records", dynamodb(deaggregate_records="true"),
+     f"{M}USERS__DEAGGREGATE_RECORDS", "Kinesis stream mappings only"),
     ("sqs-destination-without-retry-attempts",
      sqs(destination_config__on_failure__destination=f"{QUEUE}-dlq"),
      f"{M}ORDERS__MAXIMUM_RETRY_ATTEMPTS", "from 0 to 10000"),

@@ -117,6 +117,14 @@ def test_failure_index(ids: list[str], failed: list[str], index: int) -> None:
     assert failure_index(ids, failed) == index
 
 
+def test_failure_index_of_kpl_sub_records() -> None:
+    ids = ["1", "2:0", "2:1", "2:2", "3"]
+    aliases = [None, "2", "2", "2", None]
+    assert failure_index(ids, ["2:1"], aliases) == 2  # one sub-record, by its own identity
+    assert failure_index(ids, ["2"], aliases) == 1  # the aggregate: its first sub-record
+    assert failure_index(ids, ["3", "2:2"], aliases) == 3
+
+
 def kinesis_event(sequence: str) -> dict[str, Any]:
     return {"kinesis": {"sequenceNumber": sequence, "data": "e30="}, "eventSource": "aws:kinesis"}
 

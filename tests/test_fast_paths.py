@@ -29,11 +29,12 @@ def test_epoch_timestamps_are_the_instants_botocore_parses(value: object) -> Non
 
 def test_a_page_gets_consecutive_positions_like_single_adds() -> None:
     one, page = ShardProgress(), ShardProgress()
-    singles = [one.add(seq, ok) for seq, ok in [("1", True), ("2", False), ("2", True)]]
-    first = page.add_many([("1", True), ("2", False), ("2", True)])
+    checkpoints = ["1", "2:0", "2"]
+    singles = [one.add(checkpoint) for checkpoint in checkpoints]
+    first = page.add_many(checkpoints)
     assert list(range(first, first + 3)) == singles
     assert page.last_read == one.last_read == "2"
-    assert page.finish([first, first + 1]) == "1"
+    assert page.finish([first, first + 1]) == "2:0"
     assert page.finish([first + 2]) == "2"
     assert page.add_many([]) == first + 3
 

@@ -74,6 +74,7 @@ async def test_function_errors_the_rie_reports_with_200_are_function_errors(
     assert result.error_type == error_type
     if behaviour == "error":
         assert result.message == "order 7 has no customer"
+        assert result.stack_trace == ('  File "/var/task/app.py", line 3, in handler\n',)
 
 
 async def test_5xx_is_an_invoke_failure_and_429_a_throttle() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -150,10 +151,14 @@ async def test_a_raised_exception_is_a_function_error_named_after_it(
     with caplog.at_level(logging.DEBUG, logger="sluiceway"):
         result = await invoker(spec).invoke(EVENT)
     assert result == FunctionError(error_type, message, result.duration)
-    # The frames from the handler's own inward, as Lambda's stackTrace shows them; the router
-    # logs the error once, so the invoker writes nothing.
-    assert isinstance(result, FunctionError)
-    assert "handlers_fixtures" in result.stack_trace[0]
+    # Lambda's stackTrace: the handler's own frames, none of the runtime's that called it; the
+    # router logs the error once, so the invoker writes nothing.
+    assert isinstance(result, FunctionError) and result.stack_trace
+    module = spec.split(":")[0]
+    folder = Path(sync_handlers.__file__).parent
+    assert result.stack_trace[0].startswith(f'  File "{folder / module}.py"')
+    assert "raise" in result.stack_trace[-1]
+    assert not any("sluiceway" in frame or "anyio" in frame for frame in result.stack_trace)
     assert not any(
         "invoker.py" in frame or "environments.py" in frame for frame in result.stack_trace
     )

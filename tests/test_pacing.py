@@ -134,7 +134,7 @@ class ScriptedStream:
         self.readers_seen.append(self.pacer.readers)
         index = int(iterator)
         records = [
-            (SourceRecord(event={"n": n}, item_id=f"{index}-{n}", size=1, key="k"), True)
+            (SourceRecord(event={"n": n}, item_id=f"{index}-{n}", size=1, key="k"), f"{index}-{n}")
             for n in range(self.pages[index])
         ]
         last = index == len(self.pages) - 1

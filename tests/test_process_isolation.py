@@ -120,6 +120,9 @@ async def test_memory_size_is_a_limit_and_running_out_is_a_function_error(
 async def test_a_raised_exception_keeps_the_worker(pool: ProcessPoolInvoker) -> None:
     result = await pool.invoke({})
     assert result == FunctionError("ValueError", "order 7 has no customer", result.duration)
+    assert isinstance(result, FunctionError)
+    assert result.stack_trace[-1].endswith('raise ValueError("order 7 has no customer")\n')
+    assert "process_handlers.py" in result.stack_trace[0]
     await pool.invoke({})
     assert pool.replaced == 0 and len(pool.cold_starts) == 1
 

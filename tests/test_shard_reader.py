@@ -43,7 +43,7 @@ class TrimmedStream:
 
     async def get_records(self, shard_id: str, iterator: str) -> RecordsPage:
         record = SourceRecord(event={"n": 1}, item_id="900", size=10, key="k")
-        return RecordsPage([(record, True)], None)
+        return RecordsPage([(record, record.item_id)], None)
 
 
 class Recorder(Invoker):

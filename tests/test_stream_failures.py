@@ -326,7 +326,7 @@ class OldStream:
                 "eventSource": "aws:kinesis",
                 "eventSourceARN": self.stream_arn,
             }
-            records.append((SourceRecord(event, str(100 + i), 10, "k", arrival), True))
+            records.append((SourceRecord(event, str(100 + i), 10, "k", arrival), str(100 + i)))
         return RecordsPage(records, None)
 
 

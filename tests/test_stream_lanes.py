@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 
+from aws_kinesis_agg.aggregator import RecordAggregator
+from sluiceway.pollers import positions
 from sluiceway.pollers.checkpoints import SHARD_END
 from sluiceway.pollers.kinesis_agg import MAGIC, deaggregate
 from sluiceway.pollers.kinesis_records import to_source_records
 from sluiceway.pollers.lanes import ShardProgress, lane_for
 from sluiceway.pollers.shards import TRIM_HORIZON, Lineage, Shard, StartPosition
+from sluiceway.router.records import SourceRecord
 
 
 def test_lane_is_stable_and_in_range() -> None:
@@ -29,12 +33,42 @@ def test_checkpoint_moves_only_over_the_finished_prefix() -> None:
     assert progress.outstanding == 0 and progress.checkpoint == "6"
 
 
-def test_checkpoint_never_stops_inside_an_aggregate() -> None:
+def test_checkpoint_inside_an_aggregate_names_the_sub_record() -> None:
     progress = ShardProgress()
-    first = progress.add("10", checkpointable=False)
-    second = progress.add("10", checkpointable=True)
-    assert progress.finish([first]) is None
-    assert progress.finish([second]) == "10"
+    first = progress.add("10:0")
+    second = progress.add("10:1")
+    last = progress.add("10")  # the last sub-record finishes the whole aggregate
+    assert progress.finish([second]) is None
+    assert progress.finish([first]) == "10:1"
+    assert progress.finish([last]) == "10"
+    assert progress.last_read == "10"
+
+
+def test_extended_sequence_numbers() -> None:
+    assert positions.extended("49590", 3) == "49590:3"
+    assert positions.split("49590:3") == ("49590", 3)
+    assert positions.split("49590") == ("49590", None)
+    assert positions.split("49590:x") == ("49590:x", None)
+
+
+def test_resuming_from_a_checkpoint() -> None:
+    assert StartPosition.resume("42") == StartPosition.after("42")
+    assert StartPosition.after("42").finished is None
+    inside = StartPosition.resume("42:2")
+    assert (inside.kind, inside.sequence) == ("AT_SEQUENCE_NUMBER", "42")
+    assert inside.finished == positions.FinishedSubRecords("42", 2)
+
+
+def test_finished_sub_records_are_dropped_and_nothing_else() -> None:
+    def page(*ids: str) -> list[tuple[SourceRecord, str]]:
+        return [(SourceRecord(event={}, item_id=i, size=1), i) for i in ids]
+
+    finished = positions.FinishedSubRecords("42", 1)
+    kept = finished.drop(page("42:0", "42:1", "42:2", "42:3", "43"))
+    assert [r.item_id for r, _ in kept] == ["42:2", "42:3", "43"]
+    # Read without de-aggregation, the aggregate is one record: delivered again, whole.
+    assert [r.item_id for r, _ in finished.drop(page("42", "43"))] == ["42", "43"]
+    assert [r.item_id for r, _ in finished.drop(page("43"))] == ["43"]
 
 
 def test_child_starts_only_after_every_parent_is_finished() -> None:
@@ -58,6 +92,8 @@ def test_stored_checkpoint_wins_and_shard_end_releases_children() -> None:
     plan = dict((s.shard_id, p) for s, p in lineage.plan(shards, {"p": SHARD_END, "other": "42"}))
     # The parent was read before: its child starts at TRIM_HORIZON, not LATEST.
     assert plan == {"c": TRIM_HORIZON, "other": StartPosition.after("42")}
+    inside = Lineage(TRIM_HORIZON).plan([Shard("s")], {"s": "42:3"})
+    assert [p for _, p in inside] == [StartPosition.resume("42:3")]
 
 
 def test_latest_passes_over_shards_closed_before_the_mapping_started() -> None:
@@ -113,18 +149,49 @@ def test_deaggregates_a_hand_built_kpl_record() -> None:
     assert deaggregate(blob[:-1] + b"\x00") is None  # digest mismatch: deliver as is
 
 
-def test_aggregated_kinesis_record_becomes_sub_records() -> None:
-    raw = {
-        "SequenceNumber": "7",
-        "PartitionKey": "outer",
-        "Data": aggregate(["a", "b"], [(0, b"one"), (1, b"two")]),
-        "ApproximateArrivalTimestamp": 1.5,
-    }
-    pairs = to_source_records(
-        raw, shard_id="shardId-1", stream_arn="arn", region="r", identity_arn="role"
-    )
-    assert [(r.key, r.event["kinesis"]["data"], ok) for r, ok in pairs] == [
-        ("a", "b25l", False),
-        ("b", "dHdv", True),
+def test_explicit_hash_keys_are_read() -> None:
+    aggregator = RecordAggregator()
+    aggregator.add_user_record("a", b"one", explicit_hash_key="12345")
+    aggregator.add_user_record("b", b"two")
+    _, _, blob = aggregator.clear_and_get().get_contents()
+    parts = deaggregate(blob)
+    assert parts is not None
+    assert [(p.partition_key, p.data, p.explicit_hash_key) for p in parts] == [
+        ("a", b"one", "12345"),
+        ("b", b"two", None),
     ]
-    assert pairs[0][0].event["eventID"] == "shardId-1:7"
+
+
+RAW = {
+    "SequenceNumber": "7",
+    "PartitionKey": "outer",
+    "Data": aggregate(["a", "b"], [(0, b"one"), (1, b"two")]),
+    "ApproximateArrivalTimestamp": 1.5,
+}
+WHERE = {"shard_id": "shardId-1", "stream_arn": "arn", "region": "r", "identity_arn": "role"}
+
+
+def test_an_aggregated_record_is_one_record_by_default() -> None:
+    ((record, checkpoint),) = to_source_records(RAW, **WHERE)
+    assert record.event["kinesis"]["data"] == base64.b64encode(RAW["Data"]).decode()
+    assert record.event["kinesis"]["partitionKey"] == "outer"
+    assert record.event["eventID"] == "shardId-1:7"
+    assert (record.item_id, record.alias, checkpoint) == ("7", None, "7")
+
+
+def test_deaggregated_sub_records_have_their_own_identity() -> None:
+    pairs = to_source_records(RAW, **WHERE, deaggregate_records=True)
+    assert [(r.key, r.event["kinesis"]["data"]) for r, _ in pairs] == [
+        ("a", "b25l"),
+        ("b", "dHdv"),
+    ]
+    assert [(r.item_id, r.alias, c) for r, c in pairs] == [("7:0", "7", "7:0"), ("7:1", "7", "7")]
+    assert [r.event["eventID"] for r, _ in pairs] == ["shardId-1:7:0", "shardId-1:7:1"]
+    kinesis = pairs[1][0].event["kinesis"]
+    assert (kinesis["sequenceNumber"], kinesis["subSequenceNumber"]) == ("7", 1)
+    assert kinesis["aggregated"] is True
+    # A record that is not an aggregate is unchanged with de-aggregation on.
+    plain = {**RAW, "Data": b"plain"}
+    ((record, checkpoint),) = to_source_records(plain, **WHERE, deaggregate_records=True)
+    assert (record.item_id, checkpoint, record.event["eventID"]) == ("7", "7", "shardId-1:7")
+    assert "subSequenceNumber" not in record.event["kinesis"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import re
 from collections.abc import AsyncIterator, Iterator
@@ -13,15 +14,17 @@ import aiohttp
 import anyio
 import pytest
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client.parser import text_string_to_metric_families
+from sluiceway.app import service as service_module
 from sluiceway.app.service import Service
 from sluiceway.config.settings import Settings
 from sluiceway.core import telemetry
 from sluiceway.core.metrics import Metrics
+from sluiceway.pollers.sqs import SqsPoller
 
 from tests.support import traced
 from tests.support.sqs import eventually, make_queue, send, settings_for, sqs_client
@@ -213,8 +216,16 @@ async def test_function_error_marks_the_invocation(spans: InMemorySpanExporter) 
     assert invoked
     assert invoked[0].status.status_code == StatusCode.ERROR
     assert (invoked[0].attributes or {})["error.type"] == "RuntimeError"
+    (event,) = [e for e in invoked[0].events if e.name == "exception"]
+    attrs = event.attributes or {}
+    assert (attrs["exception.type"], attrs["exception.message"]) == ("RuntimeError", "boom")
+    stack = str(attrs["exception.stacktrace"])
+    assert stack.startswith("Traceback (most recent call last):\n")
+    assert f'File "{traced.__file__}"' in stack and 'raise RuntimeError("boom")' in stack
+    assert stack.endswith("RuntimeError: boom") and "sluiceway" not in stack
     batch = named(spans, r".* process")[0]
     assert (batch.attributes or {})["sluiceway.outcome"] == "BatchFailed"
+    assert (batch.attributes or {})["error.type"] == "RuntimeError"  # the function's error type
     assert batch.status.status_code == StatusCode.ERROR
     assert measured["sluiceway_errors"]["q"] >= 1
     assert measured["sluiceway_failed_invoke_events"]["q"] >= 1
@@ -366,3 +377,170 @@ async def test_bisected_retries_and_the_destination_send_are_traced(
     (publish,) = named(spans, ".* publish")
     assert (publish.attributes or {})["sluiceway.condition"] == "RetryAttemptsExhausted"
     assert (publish.attributes or {})["messaging.system"] == "aws_sqs"
+
+
+# ---------------------------------------------------------------- traces a user can read
+
+
+class Counting(SpanProcessor):
+    """Counts spans started and ended, so a span left open shows."""
+
+    def __init__(self) -> None:
+        self.started = self.ended = 0
+
+    def on_start(self, span: Span, parent_context: Any = None) -> None:
+        self.started += 1
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.ended += 1
+
+
+@pytest.fixture
+def short_polls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQS long polls of 1 s instead of 20, so a test sees several empty polls."""
+    monkeypatch.setattr(service_module, "SqsPoller", functools.partial(SqsPoller, wait_seconds=1))
+
+
+def receive_links(span: ReadableSpan) -> list[Any]:
+    return [
+        link
+        for link in span.links
+        if (link.attributes or {}).get("messaging.operation.type") == "receive"
+    ]
+
+
+@pytest.mark.usefixtures("short_polls")
+async def test_empty_polls_leave_no_trace_and_a_receive_leads_to_its_processing(
+    spans: InMemorySpanExporter,
+) -> None:
+    async with sqs_client() as sqs:
+        url, _ = await make_queue(sqs, "otel-idle")
+        queue = url.rsplit("/", 1)[1]
+        settings = settings_for({"q": sqs_mapping(url, "ok", maximum_batching_window_in_seconds=1)})
+        async with serve(settings) as (service, reader):
+            stats = service.registry.mappings["q"]
+            await eventually(lambda: stats.empty_polls >= 1)
+            spans.clear()  # start-up (reading the queue's attributes) is traced once
+            await eventually(lambda: stats.empty_polls >= 5)
+            assert spans.get_finished_spans() == ()  # idle: not one span
+            traceparent = f"00-{PRODUCER_W3C[0]}-{PRODUCER_W3C[1]}-01"
+            await send(
+                sqs,
+                url,
+                [f"m{i}" for i in range(7)],
+                MessageAttributes={
+                    "traceparent": {"DataType": "String", "StringValue": traceparent}
+                },
+            )
+            await eventually(lambda: stats.deleted == 7)
+            measured = points(reader)
+    receives = named(spans, f"{queue} receive")
+    counts = [(s.attributes or {})["messaging.batch.message_count"] for s in receives]
+    assert receives and all(count > 0 for count in counts) and sum(counts) == 7
+    for receive in receives:  # the receive links to the messages' producer
+        assert PRODUCER_W3C[0] in {format(link.context.trace_id, "032x") for link in receive.links}
+    # Each receive's ReceiveMessage call is its child, and no empty poll left one behind.
+    calls = named(spans, r"sqs\.ReceiveMessage")
+    by_id = {s.context.span_id: s for s in receives}
+    assert len(calls) == len(receives)
+    assert all(call.parent is not None and call.parent.span_id in by_id for call in calls)
+    assert all(call.start_time >= by_id[call.parent.span_id].start_time for call in calls)
+    # The process spans link to the receives that fetched their messages, and to the producer.
+    processes = named(spans, f"{queue} process")
+    linked = [link for process in processes for link in receive_links(process)]
+    assert {link.context.span_id for link in linked} == set(by_id)
+    assert sum((link.attributes or {})["messaging.batch.message_count"] for link in linked) == 7
+    assert all(
+        PRODUCER_W3C[0] in {format(link.context.trace_id, "032x") for link in process.links}
+        for process in processes
+    )
+    assert measured["sluiceway_empty_polls"]["q"] >= 4
+
+
+async def test_an_idle_stream_leaves_no_trace_and_its_receives_lead_to_their_batches(
+    spans: InMemorySpanExporter,
+) -> None:
+    async with aws_client("kinesis") as kinesis:
+        arn = await make_stream(kinesis, "otel-idle", shards=4)
+        stream = arn.rsplit("/", 1)[1]
+        mapping = {
+            "source": arn,
+            "handler": "tests.support.traced:ok",
+            "starting_position": "LATEST",
+        }
+        async with serve(settings_for({"k": mapping})) as (service, reader):
+            stats = service.registry.mappings["k"]
+            await eventually(lambda: stats.empty_polls >= 4)
+            spans.clear()  # start-up (the stream, its shards, their iterators) is traced once
+            await eventually(lambda: stats.empty_polls >= 40)
+            assert spans.get_finished_spans() == ()  # idle: no poll, no shard listing
+            await put(kinesis, arn, [(f"key-{i}", f"r{i}") for i in range(8)])
+            await eventually(lambda: stats.invoked == 8)
+            measured = points(reader)
+    receives = named(spans, f"{stream} GetRecords")
+    assert receives and all(
+        (s.attributes or {})["messaging.batch.message_count"] > 0 for s in receives
+    )
+    calls = named(spans, r"kinesis\.GetRecords")
+    by_id = {s.context.span_id: s for s in receives}
+    assert len(calls) == len(receives)
+    assert all(call.parent is not None and call.parent.span_id in by_id for call in calls)
+    processes = named(spans, f"{stream} process")
+    linked = {link.context.span_id for p in processes for link in receive_links(p)}
+    assert linked == set(by_id)
+    assert measured["sluiceway_empty_polls"]["k"] >= 40
+
+
+async def test_a_stop_during_a_long_poll_leaves_no_span_behind(
+    spans: InMemorySpanExporter,
+) -> None:
+    counting = Counting()
+    provider = telemetry._state.provider
+    provider.add_span_processor(counting)
+    async with sqs_client() as sqs:
+        url, _ = await make_queue(sqs, "otel-stop")
+        async with serve(settings_for({"q": sqs_mapping(url, "ok")})) as (service, _):
+            await anyio.sleep(1.0)  # both pollers are inside their 20 s long polls
+            stats = service.registry.mappings["q"]
+        assert stats.state == "Disabled"
+    # The cancelled polls returned nothing: no receive span, no ReceiveMessage span, none open.
+    assert not named(spans, r".* receive|sqs\.ReceiveMessage")
+    assert counting.started == counting.ended
+    assert stats.empty_polls == 0  # a cancelled poll is not an empty one
+
+
+async def test_a_failed_invocation_records_its_stack_trace_masked_like_logs(
+    spans: InMemorySpanExporter,
+) -> None:
+    async with sqs_client() as sqs:
+        url, _ = await make_queue(sqs, "otel-leak")
+        await send(sqs, url, ["x"])
+        async with serve(settings_for({"q": sqs_mapping(url, "leaky")})) as (service, _):
+            await eventually(lambda: service.registry.mappings["q"].errors >= 1)
+    invoked = invocations(spans)[0]
+    (event,) = [e for e in invoked.events if e.name == "exception"]
+    attrs = event.attributes or {}
+    assert attrs["exception.type"] == "ValueError"
+    assert attrs["exception.message"] == "cannot sign with [redacted]"
+    stack = str(attrs["exception.stacktrace"])
+    assert "in leaky" in stack and "[redacted]" in stack
+    assert "AKIA" not in stack and "AKIA" not in str(invoked.status.description)
+    batch = named(spans, r".* process")[0]
+    assert (batch.attributes or {})["error.type"] == "ValueError"
+
+
+async def test_a_timed_out_invocation_names_sandbox_timedout_on_the_batch(
+    spans: InMemorySpanExporter,
+) -> None:
+    async with sqs_client() as sqs:
+        url, _ = await make_queue(sqs, "otel-timeout")
+        await send(sqs, url, ["x"])
+        settings = settings_for({"q": sqs_mapping(url, "slow", function_timeout=0.2)})
+        async with serve(settings) as (service, _):
+            await eventually(lambda: service.registry.mappings["q"].errors >= 1)
+    batch = named(spans, r".* process")[0]
+    assert (batch.attributes or {})["error.type"] == "Sandbox.Timedout"
+    assert (batch.attributes or {})["sluiceway.outcome"] == "BatchFailed"
+    (event,) = [e for e in invocations(spans)[0].events if e.name == "exception"]
+    assert (event.attributes or {})["exception.type"] == "Sandbox.Timedout"
+    assert "exception.stacktrace" not in (event.attributes or {})  # a timeout has none

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+from collections.abc import Iterator
+from typing import Any
 
+import anyio
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.trace import INVALID_SPAN
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import INVALID_SPAN, SpanKind
 from sluiceway.core import logs, telemetry
+from sluiceway.handlers.results import FunctionError, InvokeFailure
 from sluiceway.router import tracing
+from sluiceway.router.outcomes import BatchFailed
 from sluiceway.router.records import SourceRecord
 
 
@@ -152,3 +160,116 @@ def test_otlp_protocol_picks_the_exporter() -> None:
 
     assert isinstance(telemetry._otlp_span_exporter({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}), Grpc)
     assert isinstance(telemetry._otlp_span_exporter({}), Http)
+
+
+# ---------------------------------------------------------------- polls, errors, links
+
+
+@contextlib.contextmanager
+def exported(sampler: Any = None) -> Iterator[InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider() if sampler is None else TracerProvider(sampler=sampler)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    telemetry.use_tracer_provider(provider)
+    try:
+        yield exporter
+    finally:
+        telemetry.use_tracer_provider(None)
+
+
+PRODUCER = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def test_a_poll_is_traced_only_when_it_returned_records() -> None:
+    with exported() as exporter:
+        with telemetry.poll_span("orders", "sqs") as empty:
+            assert empty is not None
+            assert empty.returned(0) is None
+        assert exporter.get_finished_spans() == ()
+        records = [record(traceparent=PRODUCER), record()]
+        with telemetry.poll_span("orders", "sqs") as poll:
+            tracing.received(poll, records)
+        (receive,) = exporter.get_finished_spans()
+    assert receive.name == "orders receive" and receive.kind == SpanKind.CONSUMER
+    assert (receive.attributes or {})["messaging.batch.message_count"] == 2
+    assert [format(link.context.trace_id, "032x") for link in receive.links] == [PRODUCER[3:35]]
+    assert all(r.receive == receive.context for r in records)
+
+
+def test_a_failed_poll_is_traced_and_a_cancelled_one_is_not() -> None:
+    with exported() as exporter:
+        with pytest.raises(RuntimeError), telemetry.poll_span("clicks", "kinesis", "GetRecords"):
+            raise RuntimeError("ExpiredIteratorException")
+        (failed,) = exporter.get_finished_spans()
+        assert (failed.attributes or {})["error.type"] == "RuntimeError"
+
+        async def cancelled() -> None:
+            with anyio.move_on_after(0.01), telemetry.poll_span("orders", "sqs"):
+                await anyio.sleep(1)
+
+        anyio.run(cancelled)
+        with telemetry.upkeep_span("list shards"):
+            pass
+        assert len(exporter.get_finished_spans()) == 1
+
+
+def test_a_sampled_out_poll_exports_nothing_and_links_nothing() -> None:
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    with exported(ALWAYS_OFF) as exporter:
+        records = [record()]
+        with telemetry.poll_span("orders", "sqs") as poll:
+            tracing.received(poll, records)
+        assert exporter.get_finished_spans() == ()
+        assert records[0].receive is None
+        assert tracing.receive_links(records) == []
+
+
+def test_process_links_count_the_records_of_each_receive() -> None:
+    with exported():
+        first, second = [record(), record()], [record()]
+        for batch in (first, second):
+            with telemetry.poll_span("orders", "sqs") as poll:
+                tracing.received(poll, batch)
+        links = tracing.receive_links([*first, *second])
+    assert [(link.attributes or {})["messaging.batch.message_count"] for link in links] == [2, 1]
+    assert {(link.attributes or {})["messaging.operation.type"] for link in links} == {"receive"}
+
+
+def test_the_exception_event_is_masked_like_log_lines() -> None:
+    stack = ('  File "/var/task/app.py", line 3, in handler\n    sign("AKIAIOSFODNN7EXAMPLE")\n',)
+    with exported() as exporter:
+        with telemetry.span("invoke") as current:
+            telemetry.record_exception(current, "ValueError", "aws_session_token=abc123", stack)
+            telemetry.record_exception(current, "Error", "node", ("    at handler (index.mjs:3)",))
+        (invoke,) = exporter.get_finished_spans()
+    python, node = (event.attributes or {} for event in invoke.events)
+    assert python["exception.message"] == "aws_session_token=[redacted]"
+    assert python["exception.stacktrace"] == (
+        "Traceback (most recent call last):\n"
+        '  File "/var/task/app.py", line 3, in handler\n    sign("[redacted]")\n'
+        "ValueError: aws_session_token=[redacted]"
+    )
+    assert node["exception.stacktrace"] == "    at handler (index.mjs:3)\nError: node"
+
+
+@pytest.mark.parametrize(
+    ("outcome", "error_type"),
+    [
+        (BatchFailed("x", FunctionError("Sandbox.Timedout", "Task timed out")), "Sandbox.Timedout"),
+        (BatchFailed("x", FunctionError("KeyError", "'id'")), "KeyError"),
+        (BatchFailed("x", InvokeFailure("429", throttled=True)), "Throttled"),
+        (BatchFailed("x", InvokeFailure("connection refused")), "InvokeFailure"),
+        (BatchFailed("invalid partial batch response: ..."), "InvalidResponse"),
+    ],
+)
+def test_a_failed_batch_carries_the_functions_error_type(
+    outcome: BatchFailed, error_type: str
+) -> None:
+    with exported() as exporter:
+        with telemetry.span("batch"):
+            tracing.annotate_outcome(outcome, 3)
+        (batch,) = exporter.get_finished_spans()
+    attributes = batch.attributes or {}
+    assert attributes["error.type"] == error_type
+    assert attributes["sluiceway.outcome"] == "BatchFailed"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from opentelemetry import trace
@@ -49,3 +50,15 @@ def boom(event: dict[str, Any], context: Any) -> None:
 def reset() -> None:
     with _lock:
         SEEN.clear()
+
+
+def leaky(event: dict[str, Any], context: Any) -> None:
+    """Fails with a credential in its message and on the line that raises (masked in spans)."""
+    _note(event)
+    raise ValueError("cannot sign with AKIAIOSFODNN7EXAMPLE")  # a documentation example key
+
+
+def slow(event: dict[str, Any], context: Any) -> None:
+    """Outlives a short function timeout."""
+    _note(event)
+    time.sleep(1.0)
