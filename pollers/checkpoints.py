@@ -14,15 +14,28 @@ import abc
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from sluiceway.core.errors import SluicewayError
 from sluiceway.pollers.shards import SHARD_END, Shard
 
 if TYPE_CHECKING:
     from sluiceway.pollers.leases import Lease
 
-__all__ = ["SHARD_END", "CheckpointStore", "MemoryCheckpoints", "ShardLeases"]
+__all__ = [
+    "SHARD_END",
+    "CheckpointStore",
+    "CheckpointStoreFailed",
+    "MemoryCheckpoints",
+    "ShardLeases",
+]
 
 ReadyFor = Callable[[dict[str, str | None]], set[str]]
 """Given every shard's checkpoint as the store has it, the shards that may be read now."""
+
+
+class CheckpointStoreFailed(SluicewayError, RuntimeError):
+    """The store can no longer keep checkpoints (its file vanished, is corrupt or cannot be
+    written). Stream mappings on it stop and the service exits non-zero, so an orchestrator
+    restarts it; nothing is checkpointed after the failure."""
 
 
 class ShardLeases(abc.ABC):

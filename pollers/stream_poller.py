@@ -14,7 +14,12 @@ from sluiceway.config.mapping import MappingConfig
 from sluiceway.core.aws_retry import call_with_retry, error_code
 from sluiceway.core.logs import bind as bind_log_context
 from sluiceway.core.stats import MappingStats
-from sluiceway.pollers.checkpoints import SHARD_END, CheckpointStore, ShardLeases
+from sluiceway.pollers.checkpoints import (
+    SHARD_END,
+    CheckpointStore,
+    CheckpointStoreFailed,
+    ShardLeases,
+)
 from sluiceway.pollers.pacing import PollPacer
 from sluiceway.pollers.poller import Poller
 from sluiceway.pollers.shards import Lineage, Shard, StartPosition
@@ -65,6 +70,8 @@ class StreamPoller(Poller):
         self._wake = anyio.Event()
         self._resolve_scope = anyio.CancelScope()
         self._discovery_scope = anyio.CancelScope()
+        self.failure: CheckpointStoreFailed | None = None
+        """Why the mapping stopped on its own: its checkpoint store failed (`run` raises it)."""
 
     @property
     def scope(self) -> str:
@@ -112,7 +119,20 @@ class StreamPoller(Poller):
             with anyio.CancelScope(shield=True), anyio.move_on_after(10):
                 await leases.release_all()
             self._stats.leases = len(leases.held())
+        if self.failure is not None:
+            raise self.failure
         self._stats.state = "Disabled"
+
+    def _store_failed(self, failure: CheckpointStoreFailed) -> None:
+        """The store cannot checkpoint any more: stop every shard (their batches in flight end
+        unsaved, so they are read again after a restart), not ready, and `run` raises it."""
+        if self.failure is not None:
+            return
+        self.failure = failure
+        self._stats.state = "Failed"
+        self._stats.last_error = str(failure)
+        log.error("mapping %s: stopping: %s", self.mapping.name, failure)
+        self.stop()
 
     async def _open_leases(self) -> ShardLeases:
         """The store's leases for this scope: every shard (memory, SQLite) or a share (DynamoDB)."""
@@ -190,6 +210,7 @@ class StreamPoller(Poller):
                 idle_poll_max=self.mapping.idle_poll_max_seconds,
                 poll_interval=self.mapping.poll_interval_seconds,
                 pacer=self._pacer,
+                on_store_failed=self._store_failed,
             )
             self._readers[shard.shard_id] = reader
             self._stats.concurrency_target += self.mapping.parallelization_factor

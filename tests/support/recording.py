@@ -128,6 +128,17 @@ def record_stream(event: dict[str, Any], context: Any) -> None:
         time.sleep(BEHAVIOUR["sleep"])
 
 
+def hold_key(event: dict[str, Any], context: Any) -> None:
+    """Records, then holds a batch with a record of `BEHAVIOUR['hold_key']` (partition key)
+    until `BEHAVIOUR['release']` (a threading.Event) is set, at most 30 s; other batches take
+    `BEHAVIOUR['sleep']` seconds."""
+    records = _note(event, context)
+    if any(r["kinesis"]["partitionKey"] == BEHAVIOUR.get("hold_key") for r in records):
+        BEHAVIOUR["release"].wait(30)
+    else:
+        time.sleep(BEHAVIOUR.get("sleep", 0))
+
+
 def kinesis_payloads() -> list[str]:
     """Decoded `data` of every Kinesis record seen, in delivery order."""
     with _lock:
