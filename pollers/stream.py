@@ -130,6 +130,10 @@ class ShardReader:
         self._stopping.set()
         self._read_scope.cancel()
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
     async def run(self) -> None:
         """Read, dispatch and settle; on a clean end of shard, checkpoint SHARD_END."""
         sends: list[ObjectSendStream[list[SourceRecord]]] = []

@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 DISCOVERY_INTERVAL_SECONDS = 10.0
 """How often the shard list is read again (also at once whenever a shard ends)."""
+HANDOFF_GRACE_SECONDS = 10.0
+"""Beyond the function timeout and a renewal, how long a replica that asked for a lease waits
+for the owner's last batch before taking the lease anyway."""
 
 
 def starting_position(mapping: MappingConfig) -> StartPosition:
@@ -139,7 +142,24 @@ class StreamPoller(Poller):
         await call_with_retry(self._store.start, on_error=self._note_error, retry_all=True)
         leases = self._store.leases_for(self.scope)
         leases.on_lost = self._lease_lost
+        leases.on_handoff = self._hand_off
+        # A stopped reader's last batch runs one invocation at most (retries end on a stop).
+        leases.handoff_timeout = (
+            self.mapping.function_timeout + 2 * leases.renew_interval + HANDOFF_GRACE_SECONDS
+        )
         return leases
+
+    def _hand_off(self, shard_id: str) -> None:
+        """Another replica asked for this shard: stop reading it; `_run_reader` hands the lease
+        over once the batches in flight are finished and checkpointed."""
+        reader = self._readers.get(shard_id)
+        if reader is not None and not reader.stopping:
+            log.info(
+                "mapping %s: handing %s over after the batches in flight",
+                self.mapping.name,
+                shard_id,
+            )
+            reader.stop()
 
     def _lease_lost(self, shard_id: str) -> None:
         reader = self._readers.get(shard_id)
@@ -157,13 +177,24 @@ class StreamPoller(Poller):
             except Exception as exc:  # renewal is retried next interval
                 self._note_error(exc)
             self._stop_unheld(leases)
+            await self._hand_over_idle(leases)
 
     def _stop_unheld(self, leases: ShardLeases) -> None:
         held = leases.held()
+        handing_off = leases.handing_off()
         self._stats.leases = len(held)
         for shard_id in list(self._readers):
-            if shard_id not in held:
+            if shard_id in handing_off:
+                self._hand_off(shard_id)
+            elif shard_id not in held:
                 self._lease_lost(shard_id)
+
+    async def _hand_over_idle(self, leases: ShardLeases) -> None:
+        """A lease asked for while no reader runs it (not started yet, or already stopped) is
+        handed over at once: a mark must never outlive the reader it waits for."""
+        for shard_id in leases.handing_off() - set(self._readers):
+            with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+                await leases.release(shard_id)
 
     async def _discover(self, tg: anyio.abc.TaskGroup) -> None:
         """List shards when due (or woken by a shard end), sync leases, start held shards."""
@@ -190,6 +221,7 @@ class StreamPoller(Poller):
             log.warning("mapping %s: lease sync failed: %s", self.mapping.name, error_code(exc))
             return
         self._stop_unheld(self._leases)
+        await self._hand_over_idle(self._leases)
         self._describe_shards(shards)
         if self._stopping.is_set():
             return
@@ -234,6 +266,7 @@ class StreamPoller(Poller):
             if lease is None:
                 continue
             view["lease_counter"] = lease.counter
+            view["handoff_to"] = lease.handoff_to
             if lease.checkpoint is not None:
                 view["checkpoint"] = lease.checkpoint
             view["lease_expires_in_seconds"] = self._leases.expires_in(shard.shard_id)

@@ -2,9 +2,9 @@
 handled to its own JSON-lines file (flushed per batch), so a test can read every replica's view
 even after a kill -9.
 
-`<pid>.jsonl` holds one line per record, written when the batch starts; `<pid>.batches` one line
-when a batch starts and one when it ends (same `batch` id), so a test can tell which batches ran
-at the same time (a batch cut short by a kill has no end line)."""
+`<pid>.jsonl` holds one line per record (with its batch's id), written when the batch starts;
+`<pid>.batches` one line when a batch starts and one when it ends (same `batch` id), so a test can
+tell which batches ran at the same time (a batch cut short by a kill has no end line)."""
 
 from __future__ import annotations
 
@@ -58,6 +58,6 @@ def handle(event: dict[str, Any], context: Any) -> None:
         "keys": sorted({e["k"] for e in entries}),
     }
     _append(f"{pid}.batches", [json.dumps(started)])
-    _append(f"{pid}.jsonl", [json.dumps(e) for e in entries])
+    _append(f"{pid}.jsonl", [json.dumps({**e, "batch": batch}) for e in entries])
     time.sleep(float(os.environ.get("REPLICA_TEST_BATCH_SLEEP", "0.02")))
     _append(f"{pid}.batches", [json.dumps({"batch": batch, "t1": time.time()})])
