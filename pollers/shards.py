@@ -15,7 +15,9 @@ from typing import Literal
 SHARD_END = "SHARD_END"
 """Checkpoint of a closed shard that is finished; its children may start."""
 
-IteratorType = Literal["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP", "AFTER_SEQUENCE_NUMBER"]
+IteratorType = Literal[
+    "TRIM_HORIZON", "LATEST", "AT_TIMESTAMP", "AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER"
+]
 
 
 @dataclass(frozen=True, slots=True)
