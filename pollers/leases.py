@@ -409,9 +409,9 @@ class TableLeases(ShardLeases):
     async def _take(self, lease: Lease, verb: str) -> bool:
         async with self._lock(lease.shard_id):
             taken = await self.table.take(lease, self.owner)
-        self._requested.pop(lease.shard_id, None)
-        if taken is None:
+        if taken is None:  # changed meanwhile; a request still waiting is tried again next sync
             return False
+        self._requested.pop(lease.shard_id, None)
         log.info("%s lease %s of %s from %s", verb, lease.shard_id, self.scope, lease.owner)
         self._held[lease.shard_id] = taken
         return True
