@@ -233,7 +233,10 @@ async def test_stream_failures_in_a_queue_are_read_back_and_invoked_in_order(
         # Still failing: every failure record stays.
         code, output = await _cli("k", env=env)
         assert code == 1, output
-        assert "redrive k: moved 0, re-invoked 0, failed again 4, expired 3, skipped 1 (not this stream's)" in output
+        assert (
+            "redrive k: moved 0, re-invoked 0, failed again 4, expired 3, skipped 1 (not this stream's)"
+            in output
+        )
         assert "past the stream's retention; left" in output
         assert (await count_messages(sqs, queue))[0] == 4
         # Fixed: the two ranges go through the function in shard order, and are deleted.

@@ -198,9 +198,7 @@ async def test_twenty_rebalances_never_overlap_and_keep_order_per_key(tmp_path: 
 
 def steals_in(tmp_path: Path) -> int:
     """Hand-offs the owners completed (a stop's releases are not counted: they free leases)."""
-    return sum(
-        path.read_text().count("handed lease") for path in tmp_path.glob("replica-*.log")
-    )
+    return sum(path.read_text().count("handed lease") for path in tmp_path.glob("replica-*.log"))
 
 
 def cycles_text(steals: int) -> str:
