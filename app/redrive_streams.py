@@ -28,6 +28,7 @@ from sluiceway.config.sources import DestinationRef, parse_destination
 from sluiceway.core.aws import AwsClients
 from sluiceway.core.aws_retry import call_with_retry, error_code
 from sluiceway.core.stats import MappingStats
+from sluiceway.handlers.loader import HandlerLoadError
 from sluiceway.pollers.lanes import lane_for
 from sluiceway.pollers.probes import STREAM_APIS
 from sluiceway.pollers.shards import StartPosition
@@ -331,7 +332,13 @@ class StreamRedrive:
         done = 0
         try:
             if not self.options.dry_run:
-                await invoker.warm()
+                try:
+                    await invoker.warm()
+                except HandlerLoadError as exc:
+                    raise RedriveError(
+                        f"mapping {self.mapping.name}: the handler cannot be loaded "
+                        f"({exc.error_type}: {exc}); nothing was redriven"
+                    ) from None
             async for page in failures.pages():
                 for record in sorted(page, key=lambda r: r.order):
                     if self.options.limit is not None and done >= self.options.limit:

@@ -13,7 +13,7 @@ from typing import Any
 
 import anyio
 import pytest
-from sluiceway.app.redrive import RedriveOptions, Tally, redrive
+from sluiceway.app.redrive import RedriveError, RedriveOptions, Tally, redrive
 from sluiceway.router.failure_record import mapping_uuid
 
 from tests.support import failures, recording
@@ -307,3 +307,18 @@ async def test_stream_failures_in_s3_are_invoked_with_lambdas_event_and_deleted(
     # The ranges read back from the stream are the records as the poller gave them, key for
     # key, in shard order; the stale object's record comes from its payload.
     assert [*given_up, given_up[0]] == recording.SEEN
+
+
+async def test_a_redrive_that_cannot_start_says_why_in_one_line() -> None:
+    async with aws_client("kinesis") as kinesis, sqs_client() as sqs:
+        arn = await make_stream(kinesis, "redrive-broken")
+        queue, _ = await make_queue(sqs, "redrive-broken-failed")
+        mapping = _stream_mapping(arn, await _arn(sqs, queue), "no_such_module:handler")
+        settings = settings_for({"k": mapping})
+        with pytest.raises(RedriveError, match="no mapping named 'nope' \\(configured: k\\)"):
+            await redrive(settings, RedriveOptions("nope"))
+        with pytest.raises(RedriveError, match="the handler cannot be loaded"):
+            await redrive(settings, RedriveOptions("k"), lambda _: None)
+        with pytest.raises(RedriveError, match="cannot be read back from arn:aws:sns"):
+            options = RedriveOptions("k", source="arn:aws:sns:us-east-1:123456789012:topic")
+            await redrive(settings, options, lambda _: None)
