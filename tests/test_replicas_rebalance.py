@@ -217,8 +217,8 @@ def _batch_starts(tmp_path: Path) -> dict[str, float]:
 
 async def test_an_owner_killed_mid_hand_off_loses_its_lease_by_expiry(tmp_path: Path) -> None:
     table = unique("killed-handoff")
-    lease_seconds = 3
-    records = 24
+    lease_seconds = 2
+    records = 12
     async with aws_client("kinesis") as kinesis, aws_client("dynamodb") as dynamodb:
         arn = await make_stream(kinesis, "killed-handoff", shards=2)
         stream = arn.rsplit("/", 1)[1]
