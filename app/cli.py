@@ -1,4 +1,4 @@
-"""The `sluiceway` command: run, check, status, demo, produce, import-sam."""
+"""The `sluiceway` command: run, check, status, demo, produce, import-sam, redrive."""
 
 from __future__ import annotations
 
@@ -116,6 +116,37 @@ def _import_sam(args: argparse.Namespace) -> int:
     return write_import(args)
 
 
+def _redrive(args: argparse.Namespace) -> int:
+    from sluiceway.app.redrive import RedriveOptions, redrive
+
+    settings = _load_or_exit()
+    configure_logging("WARNING", "text", log_bodies=settings.log_bodies)
+    options = RedriveOptions(args.mapping, args.source, args.max, args.dry_run)
+    tally = anyio.run(redrive, settings, options)
+    return 0 if tally.ok else 1
+
+
+def _add_redrive(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    redrive = sub.add_parser(
+        "redrive",
+        help="send a mapping's DLQ back to its queue, or its stream failures back through its "
+        "function",
+    )
+    redrive.add_argument("mapping", help="the mapping's name")
+    redrive.add_argument(
+        "--from",
+        dest="source",
+        metavar="DLQ_OR_DESTINATION_ARN",
+        help="default: the queue's DLQ (SQS), the on-failure destination (streams)",
+    )
+    redrive.add_argument(
+        "--max", type=int, metavar="N", help="at most N messages (SQS) or failure records"
+    )
+    redrive.add_argument("--dry-run", action="store_true", help="say what would happen, do nothing")
+    redrive.set_defaults(func=_redrive)
+
+
+
 def _positive(text: str) -> float:
     try:
         value = float(text)
@@ -190,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="a template parameter value (repeatable)",
     )
     sam.set_defaults(func=_import_sam)
+    _add_redrive(sub)
     return parser
 
 

@@ -22,7 +22,7 @@ from sluiceway.handlers.invoker import Invoker
 from sluiceway.handlers.loader import HandlerLoadError
 from sluiceway.handlers.reserved import ReservedPools
 from sluiceway.handlers.targets import TargetError, build_target
-from sluiceway.pollers.checkpoints import CheckpointStore, MemoryCheckpoints
+from sluiceway.pollers.checkpoints import CheckpointStore, CheckpointStoreFailed, MemoryCheckpoints
 from sluiceway.pollers.checkpoints_sqlite import CheckpointLockError, SqliteCheckpoints
 from sluiceway.pollers.leases import LeaseTableError
 from sluiceway.pollers.pacing import PollPacer
@@ -128,6 +128,9 @@ class Service:
     _stop_flag: bool = False
     _stop_requested: anyio.Event | None = None
     _pollers_done: anyio.Event | None = None
+    failure: CheckpointStoreFailed | None = None
+    """Why the service stopped on its own; `run` raises it after a graceful shutdown, so the
+    process exits non-zero and an orchestrator restarts it."""
 
     def stop(self) -> None:
         self._stop_flag = True
@@ -211,6 +214,8 @@ class Service:
                     with anyio.CancelScope(shield=True):
                         await self.checkpoints.close()
                     self.checkpoints, self._owns_checkpoints = None, False
+        if self.failure is not None:
+            raise self.failure
 
     async def _close_invokers(self) -> None:
         """Close pooled connections and stop worker processes."""
@@ -234,6 +239,17 @@ class Service:
             async with anyio.create_task_group() as tg:
                 for name, poller in self.pollers.items():
                     with bind_log_context(mapping=name):  # the task keeps this context
-                        tg.start_soon(poller.run)
+                        tg.start_soon(self._run_poller, poller)
         finally:
             self._pollers_done.set()
+
+    async def _run_poller(self, poller: Poller) -> None:
+        """A poller whose checkpoint store failed stops the whole service (gracefully: the
+        other mappings finish their batches), which then exits non-zero."""
+        try:
+            await poller.run()
+        except CheckpointStoreFailed as exc:
+            if self.failure is None:
+                self.failure = exc
+                log.error("checkpoint store failed; shutting down so the service is restarted")
+            self.stop()

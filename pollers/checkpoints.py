@@ -14,15 +14,28 @@ import abc
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from sluiceway.core.errors import SluicewayError
 from sluiceway.pollers.shards import SHARD_END, Shard
 
 if TYPE_CHECKING:
     from sluiceway.pollers.leases import Lease
 
-__all__ = ["SHARD_END", "CheckpointStore", "MemoryCheckpoints", "ShardLeases"]
+__all__ = [
+    "SHARD_END",
+    "CheckpointStore",
+    "CheckpointStoreFailed",
+    "MemoryCheckpoints",
+    "ShardLeases",
+]
 
 ReadyFor = Callable[[dict[str, str | None]], set[str]]
 """Given every shard's checkpoint as the store has it, the shards that may be read now."""
+
+
+class CheckpointStoreFailed(SluicewayError, RuntimeError):
+    """The store can no longer keep checkpoints (its file vanished, is corrupt or cannot be
+    written). Stream mappings on it stop and the service exits non-zero, so an orchestrator
+    restarts it; nothing is checkpointed after the failure."""
 
 
 class ShardLeases(abc.ABC):
@@ -35,6 +48,11 @@ class ShardLeases(abc.ABC):
     """Every lease of the scope as last read (empty for a single owner)."""
     on_lost: Callable[[str], None] | None = None
     """Called the moment a loss is seen, so the shard's reader stops before its next batch."""
+    on_handoff: Callable[[str], None] | None = None
+    """Called the moment another replica asks for a held lease (a rebalancing steal): the
+    shard's reader stops after its batches in flight, and `release` hands the lease over."""
+    handoff_timeout: float = 30.0
+    """How long a taker waits for the owner to hand a lease over before taking it anyway."""
 
     @abc.abstractmethod
     async def sync(self, shards: list[Shard], ready: ReadyFor) -> None:
@@ -46,7 +64,11 @@ class ShardLeases(abc.ABC):
 
     @abc.abstractmethod
     def held(self) -> set[str]:
-        """The shards this replica holds now."""
+        """The shards this replica holds and reads now (not those it is handing over)."""
+
+    def handing_off(self) -> set[str]:
+        """Held shards another replica asked for: read no more, released once their batches end."""
+        return set()
 
     @abc.abstractmethod
     def expires_in(self, shard_id: str) -> float | None:

@@ -6,6 +6,10 @@ lease duration is expired, whatever the owner's clock says. A replica takes its 
 ready leases (the total divided by the replicas seen renewing, rounded up), free or expired ones
 first, and steals only when none is free — one lease at a time, from the busiest replica, and
 only when that narrows the gap — so replicas converge without a leader and without flapping.
+
+A steal is a hand-off (`pollers.leases`): the lease is marked for the taker and stays with its
+owner until the owner's batch in flight is finished. A lease being handed over counts for the
+replica it goes to, and nobody else may ask for it meanwhile.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ class LeaseView:
     key: str
     owner: str | None
     counter: int
+    handoff_to: str | None = None
+    """The replica this lease is being handed over to (a steal in progress)."""
 
 
 @dataclass(slots=True)
@@ -97,7 +103,9 @@ def plan_takes(
     available: list[LeaseView] = []
     live: Counter[str] = Counter()
     for lease in leases:
-        if lease.key in held:
+        if lease.handoff_to is not None and lease.key not in expired:
+            live[lease.handoff_to] += 1  # on its way there: neither free nor to be stolen
+        elif lease.key in held:
             live[me] += 1
         elif lease.owner is None or lease.owner == me or lease.key in expired:
             available.append(lease)
@@ -123,6 +131,10 @@ def plan_takes(
         return Plan(target=target)  # moving one lease would only swap who is short
     victims = sorted(owner for count, owner in others if count == busiest_count)
     victim = rng.choice(victims)
-    candidates = [lease for lease in leases if lease.owner == victim and lease.key not in held]
+    candidates = [
+        lease
+        for lease in leases
+        if lease.owner == victim and lease.key not in held and lease.handoff_to is None
+    ]
     rng.shuffle(candidates)
     return Plan(steal=tuple(candidates[: min(max_steal, needed)]), target=target)

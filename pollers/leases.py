@@ -6,6 +6,16 @@ this process last saw (and on the owner), and bumps the counter, so a replica th
 never write to it again, and other replicas see a live owner's counter move. Expiry is judged by
 `pollers.lease_balance` from when the counter was last seen moving, by the local clock.
 
+Rebalancing never runs a shard on two replicas at once (KCL 3's graceful lease hand-off): a
+replica that steals does not take the lease, it marks it (`handoffTo`, a conditional write like
+any other). The owner sees the mark at its next renewal, checkpoint or scan, stops reading the
+shard after the batches in flight, checkpoints, and hands the lease to the taker; only then does
+the taker read, from that checkpoint. Every path ends with the shard read: an owner that stops
+hands marked leases over as it releases; a marked lease without a reader is handed over at once;
+an owner that dies stops renewing, so its lease expires and is taken as before; and a taker that
+waited `handoff_timeout` (longer than any batch may take) takes the lease anyway. Only a crash or
+a partition longer than the lease can make two replicas handle one shard's records.
+
 `SingleOwnerLeases` is the same interface for stores one process owns (memory, SQLite): every
 shard is always held.
 """
@@ -17,7 +27,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -33,8 +43,11 @@ log = logging.getLogger(__name__)
 
 CALL_TIMEOUT_SECONDS = 10.0
 """Bound on one lease-table call, retries included, beyond botocore's own timeouts."""
+DEFAULT_HANDOFF_TIMEOUT_SECONDS = 30.0
+"""How long a taker waits for the owner to hand a lease over before taking it anyway (KCL's
+default); a stream poller sets it from the function timeout."""
 _CONDITION_FAILED = "ConditionalCheckFailedException"
-
+HANDOFF_ATTRIBUTE = "handoffTo"
 
 
 class LeaseTableError(SluicewayError, RuntimeError):
@@ -55,10 +68,12 @@ class Lease:
     checkpoint: str | None = None
     parents: tuple[str, ...] = ()
     window: str | None = None
+    handoff_to: str | None = None
+    """A replica that asked for this lease (a steal waiting for the owner's batch in flight)."""
 
     @property
     def view(self) -> LeaseView:
-        return LeaseView(self.shard_id, self.owner, self.counter)
+        return LeaseView(self.shard_id, self.owner, self.counter, self.handoff_to)
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> Lease:
@@ -75,6 +90,7 @@ class Lease:
             checkpoint=s("checkpoint"),
             parents=parents,
             window=s("windowState"),
+            handoff_to=s(HANDOFF_ATTRIBUTE),
         )
 
 
@@ -184,13 +200,17 @@ class LeaseTable:
         expect_owner: str | None,
         set_owner: str | None,
         extra_set: dict[str, Any] | None = None,
-        remove: Iterable[str] = (),
+        expect_handoff: str | None = None,
+        no_handoff: bool = False,
     ) -> bool:
-        """Counter + 1 (and the given changes) if the counter and owner are as expected."""
+        """Counter + 1 (and the given changes) if the counter and owner are as expected.
+
+        `extra_set` values of None remove the attribute; `expect_handoff` / `no_handoff` add a
+        condition on the hand-off mark."""
         names: dict[str, str] = {"#c": "leaseCounter", "#o": "leaseOwner"}
         values: dict[str, Any] = {":old": {"N": str(lease.counter)}, ":one": {"N": "1"}}
         sets = ["#c = #c + :one"]
-        removes = list(remove)
+        removes: list[str] = []
         if set_owner is None:
             removes.append("#o")
         else:
@@ -209,6 +229,13 @@ class LeaseTable:
         else:
             condition += "#o = :old_owner"
             values[":old_owner"] = {"S": expect_owner}
+        if expect_handoff is not None or no_handoff:
+            names["#h"] = HANDOFF_ATTRIBUTE
+            if no_handoff:
+                condition += " AND attribute_not_exists(#h)"
+            else:
+                condition += " AND #h = :handoff"
+                values[":handoff"] = {"S": expect_handoff}
         expression = "SET " + ", ".join(sets)
         if removes:
             expression += " REMOVE " + ", ".join(removes)
@@ -228,16 +255,56 @@ class LeaseTable:
         return True
 
     async def take(self, lease: Lease, me: str) -> Lease | None:
-        """Take a free, expired or stolen lease as last seen; None if it changed meanwhile."""
-        ok = await self._update(lease, expect_owner=lease.owner, set_owner=me)
-        return replace(lease, owner=me, counter=lease.counter + 1) if ok else None
+        """Take a free, expired or stolen lease as last seen (clearing any hand-off mark);
+        None if it changed meanwhile."""
+        ok = await self._update(
+            lease, expect_owner=lease.owner, set_owner=me, extra_set={HANDOFF_ATTRIBUTE: None}
+        )
+        return replace(lease, owner=me, counter=lease.counter + 1, handoff_to=None) if ok else None
 
     async def renew(self, lease: Lease) -> Lease | None:
         ok = await self._update(lease, expect_owner=lease.owner, set_owner=lease.owner)
         return replace(lease, counter=lease.counter + 1) if ok else None
 
     async def release(self, lease: Lease) -> bool:
-        return await self._update(lease, expect_owner=lease.owner, set_owner=None)
+        """No owner and no mark: anyone may take it at once."""
+        return await self._update(
+            lease, expect_owner=lease.owner, set_owner=None, extra_set={HANDOFF_ATTRIBUTE: None}
+        )
+
+    async def request_handoff(self, lease: Lease, taker: str) -> Lease | None:
+        """Mark a live lease for `taker`; the owner keeps it until its batch in flight is done.
+        None if the lease changed meanwhile or another replica asked first."""
+        ok = await self._update(
+            lease,
+            expect_owner=lease.owner,
+            set_owner=lease.owner,
+            extra_set={HANDOFF_ATTRIBUTE: taker},
+            no_handoff=True,
+        )
+        return replace(lease, counter=lease.counter + 1, handoff_to=taker) if ok else None
+
+    async def hand_over(self, lease: Lease) -> bool:
+        """The owner gives a marked lease to the replica that asked for it."""
+        assert lease.handoff_to is not None
+        return await self._update(
+            lease,
+            expect_owner=lease.owner,
+            set_owner=lease.handoff_to,
+            extra_set={HANDOFF_ATTRIBUTE: None},
+            expect_handoff=lease.handoff_to,
+        )
+
+    async def withdraw(self, lease: Lease, taker: str) -> bool:
+        """A taker that stops before the owner handed over takes its request back."""
+        ok = await self._update(
+            lease,
+            expect_owner=lease.owner,
+            set_owner=lease.owner,
+            extra_set={HANDOFF_ATTRIBUTE: None},
+            expect_handoff=taker,
+        )
+        return ok
 
     async def write(self, lease: Lease, **attributes: str | None) -> Lease | None:
         """Checkpoint or window state, only while `lease` is still held as last seen."""
@@ -265,22 +332,36 @@ class TableLeases(ShardLeases):
         *,
         lease_seconds: float,
         clock: Callable[[], float] = time.monotonic,
+        handoff_timeout: float | None = None,
     ) -> None:
         self.table = table
         self.scope = scope
         self.owner = owner
         self.lease_seconds = lease_seconds
         self.renew_interval = max(0.05, lease_seconds / 3 - 0.025)
+        self.handoff_timeout = (
+            handoff_timeout if handoff_timeout is not None else DEFAULT_HANDOFF_TIMEOUT_SECONDS
+        )
         self._clock = clock
         self._tracker = ExpiryTracker(lease_seconds)
         self._held: dict[str, Lease] = {}
+        self._handing_off: set[str] = set()
+        """Held leases a taker asked for: read no more, handed over once their batches end."""
+        self._requested: dict[str, float] = {}
+        """Leases this replica asked for (shard → when), not yet handed over."""
         self._locks: dict[str, anyio.Lock] = {}
         self.last_scan: list[Lease] = []
         self.on_lost: Callable[[str], None] | None = None
         """Called the moment a loss is seen, so the shard's reader stops before its next batch."""
+        self.on_handoff: Callable[[str], None] | None = None
+        """Called the moment a hand-off request is seen, so the shard's reader stops too."""
 
     def held(self) -> set[str]:
-        return set(self._held)
+        """Leases this replica reads: held and not being handed over."""
+        return set(self._held) - self._handing_off
+
+    def handing_off(self) -> set[str]:
+        return self._handing_off & set(self._held)
 
     def expires_in(self, shard_id: str) -> float | None:
         """Seconds until the lease would count as expired, as this replica judges it (None: free)."""
@@ -305,8 +386,12 @@ class TableLeases(ShardLeases):
         self._tracker.observe((lease.view for lease in scan), now)
         for shard_id, held in list(self._held.items()):
             seen = leases.get(shard_id)
-            if seen is not None and held.counter < seen.counter and seen.owner != self.owner:
+            if seen is None:
+                continue
+            if held.counter < seen.counter and seen.owner != self.owner:
                 self._lost(shard_id, "taken by " + str(seen.owner))
+            elif seen.owner == self.owner and seen.handoff_to is not None:
+                self._asked_for(shard_id, seen.handoff_to)
         ready = ready_for({lease.shard_id: lease.checkpoint for lease in scan})
         candidates = [
             lease.view
@@ -314,74 +399,184 @@ class TableLeases(ShardLeases):
             if lease.shard_id in ready and lease.checkpoint != SHARD_END
         ]
         expired = {view.key for view in candidates if self._tracker.expired(view, now)}
-        plan = plan_takes(candidates, self.owner, expired, held=set(self._held))
-        for view in (*plan.take, *plan.steal):
+        taken = await self._take_handed_over(candidates, leases, now, expired)
+        plan = plan_takes(candidates, self.owner, expired, held=set(self._held) | taken)
+        for view in plan.take:
+            await self._take(leases[view.key], "took")
+        for view in plan.steal:
+            await self._ask_for(leases[view.key])
+
+    async def _take(self, lease: Lease, verb: str) -> bool:
+        async with self._lock(lease.shard_id):
+            taken = await self.table.take(lease, self.owner)
+        if taken is None:  # changed meanwhile; a request still waiting is tried again next sync
+            return False
+        self._requested.pop(lease.shard_id, None)
+        log.info("%s lease %s of %s from %s", verb, lease.shard_id, self.scope, lease.owner)
+        self._held[lease.shard_id] = taken
+        return True
+
+    async def _take_handed_over(
+        self, candidates: list[LeaseView], leases: dict[str, Lease], now: float, expired: set[str]
+    ) -> set[str]:
+        """Leases handed over to this replica are taken whatever the fair share says; a request
+        the owner has not answered within `handoff_timeout` is taken over anyway (a lease whose
+        counter stopped moving is expired, and taken by the plan as before)."""
+        taken: set[str] = set()
+        for view in candidates:
             lease = leases[view.key]
-            async with self._lock(view.key):
-                taken = await self.table.take(lease, self.owner)
-            if taken is None:
+            if view.key in self._held:
                 continue
-            verb = "stole" if view in plan.steal else "took"
-            log.info("%s lease %s of %s from %s", verb, view.key, self.scope, lease.owner)
-            self._held[view.key] = taken
+            if lease.owner == self.owner:
+                if await self._take(lease, "took handed-over"):
+                    taken.add(view.key)
+                continue
+            asked = self._requested.get(view.key)
+            if asked is None:
+                continue
+            if lease.handoff_to != self.owner:
+                self._requested.pop(view.key, None)  # released, taken, or never marked
+            elif view.key not in expired and now - asked >= self.handoff_timeout:
+                log.warning(
+                    "lease %s of %s: %s did not hand it over within %.0fs; taking it",
+                    view.key,
+                    self.scope,
+                    lease.owner,
+                    self.handoff_timeout,
+                )
+                if await self._take(lease, "took"):
+                    taken.add(view.key)
+        return taken
+
+    async def _ask_for(self, lease: Lease) -> None:
+        """A steal: mark the lease for this replica; its owner hands it over after its batch."""
+        marked = await self.table.request_handoff(lease, self.owner)
+        if marked is None:
+            return
+        self._requested[lease.shard_id] = self._clock()
+        log.info("asked %s to hand over lease %s of %s", lease.owner, lease.shard_id, self.scope)
+
+    def _asked_for(self, shard_id: str, taker: str) -> None:
+        """A taker marked a lease this replica holds: stop reading it, hand it over after."""
+        if shard_id in self._handing_off or shard_id not in self._held:
+            return
+        self._handing_off.add(shard_id)
+        log.info(
+            "%s asked for lease %s of %s; handing it over after the batches in flight",
+            taker,
+            shard_id,
+            self.scope,
+        )
+        if self.on_handoff is not None:
+            self.on_handoff(shard_id)
 
     def _lost(self, shard_id: str, why: str) -> None:
+        self._handing_off.discard(shard_id)
         if self._held.pop(shard_id, None) is not None:
             log.warning("lost lease %s of %s (%s)", shard_id, self.scope, why)
             if self.on_lost is not None:
                 self.on_lost(shard_id)
 
+    async def _still_mine(self, shard_id: str) -> Lease | None:
+        """After a refused write: the lease as it is now if this replica still owns it (a taker's
+        mark moved its counter), None (and lost) if another replica took it."""
+        seen = await call_with_retry(
+            self.table.get, self.scope, shard_id, attempts=3, max_wait=self.renew_interval / 3
+        )
+        if seen is None or seen.owner != self.owner:
+            self._lost(shard_id, "its counter moved")
+            return None
+        self._held[shard_id] = seen
+        if seen.handoff_to is not None:
+            self._asked_for(shard_id, seen.handoff_to)
+        return seen
+
+    async def _conditional(
+        self, shard_id: str, change: Callable[[Lease], Awaitable[Lease | None]]
+    ) -> Lease | None:
+        """Apply `change` to the held lease (call with its lock held); when the counter moved
+        under it but the lease is still this replica's, once more on the lease as it is now."""
+        for _ in range(2):
+            lease = self._held.get(shard_id)
+            if lease is None:
+                return None
+            changed = await change(lease)
+            if changed is not None:
+                self._held[shard_id] = changed
+                return changed
+            if await self._still_mine(shard_id) is None:
+                return None
+        return None
+
     async def renew(self) -> set[str]:
         lost: set[str] = set()
         for shard_id in list(self._held):
             async with self._lock(shard_id):
-                lease = self._held.get(shard_id)
-                if lease is None:
+                if shard_id not in self._held:
                     lost.add(shard_id)
                     continue
-                try:
-                    renewed = await call_with_retry(
+
+                async def renew(lease: Lease) -> Lease | None:
+                    return await call_with_retry(
                         self.table.renew, lease, attempts=3, max_wait=self.renew_interval / 3
                     )
+
+                try:
+                    renewed = await self._conditional(shard_id, renew)
                 except Exception as exc:  # the lease may yet expire; try again
                     log.warning("renewing %s failed: %s", shard_id, error_code(exc))
                     continue
-                if renewed is None:
-                    self._lost(shard_id, "its counter moved")
+                if renewed is None and shard_id not in self._held:
                     lost.add(shard_id)
-                else:
-                    self._held[shard_id] = renewed
         return lost
 
     async def write(self, shard_id: str, **attributes: str | None) -> bool:
         """A checkpoint or window write while the lease is held; False once it is not."""
         async with self._lock(shard_id):
-            lease = self._held.get(shard_id)
-            if lease is None:
+            if shard_id not in self._held:
                 return False
+
+            async def write(lease: Lease) -> Lease | None:
+                return await call_with_retry(self.table.write, lease, **attributes)
+
             written: Lease | None = None
             with anyio.move_on_after(self.lease_seconds):
-                written = await call_with_retry(self.table.write, lease, **attributes)
+                written = await self._conditional(shard_id, write)
             if written is None:
                 self._lost(shard_id, "its counter moved before a checkpoint")
                 return False
-            self._held[shard_id] = written
             return True
 
     async def release(self, shard_id: str) -> None:
-        """Clear the owner so another replica takes the lease at once (shard end, shutdown)."""
+        """Give the lease up (shard end, shutdown, or a lost reader) so another replica takes it
+        at once; a lease a taker asked for goes straight to that taker."""
         async with self._lock(shard_id):
-            lease = self._held.pop(shard_id, None)
-            if lease is None:
+            if shard_id not in self._held:
                 return
+
+            async def give_up(lease: Lease) -> Lease | None:
+                if lease.handoff_to is not None and lease.checkpoint != SHARD_END:
+                    done = await self.table.hand_over(lease)
+                else:
+                    done = await self.table.release(lease)
+                return replace(lease, owner=lease.handoff_to) if done else None
+
             try:
-                await call_with_retry(self.table.release, lease, attempts=3, max_wait=1.0)
+                given = await call_with_retry(
+                    self._conditional, shard_id, give_up, attempts=3, max_wait=1.0
+                )
             except Exception as exc:  # it will expire instead
                 log.warning("releasing %s failed (%s); it will expire", shard_id, error_code(exc))
+                given = None
+            if given is not None and given.owner is not None:
+                log.info("handed lease %s of %s over to %s", shard_id, self.scope, given.owner)
+            self._held.pop(shard_id, None)
+            self._handing_off.discard(shard_id)
 
     async def release_all(self) -> None:
         for shard_id in list(self._held):
             await self.release(shard_id)
+        await self._withdraw_requests()
         if self._held:
             return
         # A take whose reply was cut off (a stop cancels a lease sync) owns a lease this replica
@@ -398,3 +593,15 @@ class TableLeases(ShardLeases):
             )
             return
         log.info("released every lease of %s", self.scope)
+
+    async def _withdraw_requests(self) -> None:
+        """A stopping taker takes its requests back, so no owner hands a lease to a replica that
+        is gone (one already handed over is released with the leftovers)."""
+        for shard_id in list(self._requested):
+            self._requested.pop(shard_id, None)
+            try:
+                lease = await self.table.get(self.scope, shard_id)
+                if lease is not None and lease.handoff_to == self.owner:
+                    await self.table.withdraw(lease, self.owner)
+            except Exception as exc:  # the owner hands it over; it expires from here
+                log.warning("withdrawing the request for %s failed: %s", shard_id, error_code(exc))

@@ -16,6 +16,7 @@ import logging
 import math
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -25,7 +26,7 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from botocore.exceptions import ClientError
 from sluiceway.core.aws_retry import call_with_retry, error_code
 from sluiceway.core.stats import MappingStats
-from sluiceway.pollers.checkpoints import SHARD_END, CheckpointStore
+from sluiceway.pollers.checkpoints import SHARD_END, CheckpointStore, CheckpointStoreFailed
 from sluiceway.pollers.lanes import ShardProgress, lane_for
 from sluiceway.pollers.pacing import PollPacer
 from sluiceway.pollers.positions import FinishedSubRecords
@@ -95,6 +96,7 @@ class ShardReader:
         idle_poll_max: float = IDLE_POLL_MAX_SECONDS,
         pacer: PollPacer | None = None,
         poll_interval: float | None = None,
+        on_store_failed: Callable[[CheckpointStoreFailed], None] | None = None,
     ) -> None:
         self.api = api
         self.shard = shard
@@ -121,11 +123,19 @@ class ShardReader:
         self._checkpoint_lock = anyio.Lock()
         self._max_outstanding = max(2 * batch_size * self._lanes, 10_000)
         self.ended = False
+        self.store_failure: CheckpointStoreFailed | None = None
+        """Set when the checkpoint store failed: the reader stopped, and wrote nothing after."""
+        self._on_store_failed = on_store_failed
+        """Told at once, while batches of other lanes may still be in flight."""
 
     def stop(self) -> None:
         """Stop reading; the batches in flight finish and are checkpointed, queued ones are left."""
         self._stopping.set()
         self._read_scope.cancel()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
 
     async def run(self) -> None:
         """Read, dispatch and settle; on a clean end of shard, checkpoint SHARD_END."""
@@ -143,10 +153,27 @@ class ShardReader:
                     send.close()
         if self.ended and not self._stopping.is_set() and self._progress.outstanding == 0:
             with anyio.CancelScope(shield=True):
-                await self._store.set(self._scope, self.shard.shard_id, SHARD_END)
-            log.info("shard %s finished", self.shard.shard_id)
-        else:
-            self.ended = False
+                await self._save(self._store.set, self.shard.shard_id, SHARD_END)
+            if self.store_failure is None:
+                log.info("shard %s finished", self.shard.shard_id)
+                return
+        self.ended = False
+
+    async def _save(
+        self, write: Callable[[str, str, Any], Awaitable[None]], key: str, value: str | None
+    ) -> bool:
+        """A checkpoint or window write; a store that failed stops the reader (once failed, a
+        store writes nothing more, so every later write of any lane is refused too)."""
+        try:
+            await write(self._scope, key, value)
+        except CheckpointStoreFailed as exc:
+            if self.store_failure is None:
+                self.store_failure = exc
+                if self._on_store_failed is not None:
+                    self._on_store_failed(exc)
+            self.stop()
+            return False
+        return True
 
     # ------------------------------------------------------------------ reading
 
@@ -381,7 +408,7 @@ class ShardReader:
         )
         if await self._runner.invoke_until_accepted(extra, self._stopping):
             window.current = None
-            await self._store.set_window(self._scope, self._window_key(lane), None)
+            await self._save(self._store.set_window, self._window_key(lane), None)
 
     async def _finish(self, records: list[SourceRecord]) -> None:
         if not records:
@@ -394,8 +421,9 @@ class ShardReader:
             moved = self._progress.finish([int(r.handle) for r in records])
             if moved is not None:
                 with anyio.CancelScope(shield=True):
-                    await self._store.set(self._scope, self.shard.shard_id, moved)
-                view["checkpoint"] = moved
+                    saved = await self._save(self._store.set, self.shard.shard_id, moved)
+                if saved:
+                    view["checkpoint"] = moved
         self._room.set()
 
 
@@ -425,4 +453,4 @@ class _WindowState:
             await reader._close_window(self._window, self._lane, early=True)
         else:
             key = reader._window_key(self._lane)
-            await reader._store.set_window(reader._scope, key, opened.dumps())
+            await reader._save(reader._store.set_window, key, opened.dumps())

@@ -15,7 +15,12 @@ from sluiceway.core.aws_retry import call_with_retry, error_code
 from sluiceway.core.logs import bind as bind_log_context
 from sluiceway.core.stats import MappingStats
 from sluiceway.core.telemetry import upkeep_span
-from sluiceway.pollers.checkpoints import SHARD_END, CheckpointStore, ShardLeases
+from sluiceway.pollers.checkpoints import (
+    SHARD_END,
+    CheckpointStore,
+    CheckpointStoreFailed,
+    ShardLeases,
+)
 from sluiceway.pollers.pacing import PollPacer
 from sluiceway.pollers.poller import Poller
 from sluiceway.pollers.shards import Lineage, Shard, StartPosition
@@ -26,6 +31,9 @@ log = logging.getLogger(__name__)
 
 DISCOVERY_INTERVAL_SECONDS = 10.0
 """How often the shard list is read again (also at once whenever a shard ends)."""
+HANDOFF_GRACE_SECONDS = 10.0
+"""Beyond the function timeout and a renewal, how long a replica that asked for a lease waits
+for the owner's last batch before taking the lease anyway."""
 
 
 def starting_position(mapping: MappingConfig) -> StartPosition:
@@ -66,6 +74,8 @@ class StreamPoller(Poller):
         self._wake = anyio.Event()
         self._resolve_scope = anyio.CancelScope()
         self._discovery_scope = anyio.CancelScope()
+        self.failure: CheckpointStoreFailed | None = None
+        """Why the mapping stopped on its own: its checkpoint store failed (`run` raises it)."""
 
     @property
     def scope(self) -> str:
@@ -113,14 +123,44 @@ class StreamPoller(Poller):
             with anyio.CancelScope(shield=True), anyio.move_on_after(10):
                 await leases.release_all()
             self._stats.leases = len(leases.held())
+        if self.failure is not None:
+            raise self.failure
         self._stats.state = "Disabled"
+
+    def _store_failed(self, failure: CheckpointStoreFailed) -> None:
+        """The store cannot checkpoint any more: stop every shard (their batches in flight end
+        unsaved, so they are read again after a restart), not ready, and `run` raises it."""
+        if self.failure is not None:
+            return
+        self.failure = failure
+        self._stats.state = "Failed"
+        self._stats.last_error = str(failure)
+        log.error("mapping %s: stopping: %s", self.mapping.name, failure)
+        self.stop()
 
     async def _open_leases(self) -> ShardLeases:
         """The store's leases for this scope: every shard (memory, SQLite) or a share (DynamoDB)."""
         await call_with_retry(self._store.start, on_error=self._note_error, retry_all=True)
         leases = self._store.leases_for(self.scope)
         leases.on_lost = self._lease_lost
+        leases.on_handoff = self._hand_off
+        # A stopped reader's last batch runs one invocation at most (retries end on a stop).
+        leases.handoff_timeout = (
+            self.mapping.function_timeout + 2 * leases.renew_interval + HANDOFF_GRACE_SECONDS
+        )
         return leases
+
+    def _hand_off(self, shard_id: str) -> None:
+        """Another replica asked for this shard: stop reading it; `_run_reader` hands the lease
+        over once the batches in flight are finished and checkpointed."""
+        reader = self._readers.get(shard_id)
+        if reader is not None and not reader.stopping:
+            log.info(
+                "mapping %s: handing %s over after the batches in flight",
+                self.mapping.name,
+                shard_id,
+            )
+            reader.stop()
 
     def _lease_lost(self, shard_id: str) -> None:
         reader = self._readers.get(shard_id)
@@ -139,13 +179,24 @@ class StreamPoller(Poller):
             except Exception as exc:  # renewal is retried next interval
                 self._note_error(exc)
             self._stop_unheld(leases)
+            await self._hand_over_idle(leases)
 
     def _stop_unheld(self, leases: ShardLeases) -> None:
         held = leases.held()
+        handing_off = leases.handing_off()
         self._stats.leases = len(held)
         for shard_id in list(self._readers):
-            if shard_id not in held:
+            if shard_id in handing_off:
+                self._hand_off(shard_id)
+            elif shard_id not in held:
                 self._lease_lost(shard_id)
+
+    async def _hand_over_idle(self, leases: ShardLeases) -> None:
+        """A lease asked for while no reader runs it (not started yet, or already stopped) is
+        handed over at once: a mark must never outlive the reader it waits for."""
+        for shard_id in leases.handing_off() - set(self._readers):
+            with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+                await leases.release(shard_id)
 
     async def _discover(self, tg: anyio.abc.TaskGroup) -> None:
         """List shards when due (or woken by a shard end), sync leases, start held shards."""
@@ -174,6 +225,7 @@ class StreamPoller(Poller):
             log.warning("mapping %s: lease sync failed: %s", self.mapping.name, error_code(exc))
             return
         self._stop_unheld(self._leases)
+        await self._hand_over_idle(self._leases)
         self._describe_shards(shards)
         if self._stopping.is_set():
             return
@@ -194,6 +246,7 @@ class StreamPoller(Poller):
                 idle_poll_max=self.mapping.idle_poll_max_seconds,
                 poll_interval=self.mapping.poll_interval_seconds,
                 pacer=self._pacer,
+                on_store_failed=self._store_failed,
             )
             self._readers[shard.shard_id] = reader
             self._stats.concurrency_target += self.mapping.parallelization_factor
@@ -217,6 +270,7 @@ class StreamPoller(Poller):
             if lease is None:
                 continue
             view["lease_counter"] = lease.counter
+            view["handoff_to"] = lease.handoff_to
             if lease.checkpoint is not None:
                 view["checkpoint"] = lease.checkpoint
             view["lease_expires_in_seconds"] = self._leases.expires_in(shard.shard_id)

@@ -1,16 +1,24 @@
-"""Checkpoint stores: memory and SQLite, and the SQLite file's one-process lock."""
+"""Checkpoint stores: memory and SQLite, the SQLite file's one-process lock, and a file that
+vanishes under a running store."""
 
 from __future__ import annotations
 
+import re
+import shutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sluiceway.app.service import UnsupportedMapping, build_checkpoints
 from sluiceway.pollers.checkpoints import SHARD_END, CheckpointStore, MemoryCheckpoints
-from sluiceway.pollers.checkpoints_sqlite import CheckpointLockError, SqliteCheckpoints
+from sluiceway.pollers.checkpoints_sqlite import (
+    CheckpointLockError,
+    CheckpointStoreLost,
+    SqliteCheckpoints,
+)
 
 from tests.support.sqs import settings_for
 
@@ -100,3 +108,43 @@ def test_dynamodb_backend_builds_a_lease_store() -> None:
     assert isinstance(store, DynamoCheckpoints)
     assert store.table.table == "leases" and store.lease_seconds == 6
     assert store.leases_for("scope").renew_interval < 6 / 2
+
+
+@pytest.mark.parametrize(
+    ("vanish", "said"),
+    [
+        (lambda d: shutil.rmtree(d), "checkpoint file {db} was removed"),
+        (lambda d: (d / "sluiceway.db").unlink(), "checkpoint file {db} was removed"),
+        (lambda d: (d / "sluiceway.db.lock").unlink(), "its lock file {db}.lock was removed"),
+        (
+            lambda d: (
+                shutil.copyfile(d / "sluiceway.db", d / "x"),
+                (d / "x").replace(d / "sluiceway.db"),
+            ),
+            "checkpoint file {db} was replaced by another file",
+        ),
+    ],
+    ids=["directory removed", "file removed", "lock removed", "file replaced"],
+)
+async def test_a_store_whose_file_vanished_refuses_every_later_write(
+    tmp_path: Path, vanish: Any, said: str
+) -> None:
+    directory = tmp_path / "store"
+    db = directory / "sluiceway.db"
+    store = SqliteCheckpoints(db).open()
+    try:
+        await store.set("m|arn", "shardId-0", "100")
+        vanish(directory)
+        for write in (
+            store.set("m|arn", "shardId-0", "200"),
+            store.set_window("m|arn", "shardId-0", "{}"),
+            store.set("m|arn", "shardId-0", "300"),
+        ):
+            with pytest.raises(CheckpointStoreLost, match=re.escape(said.format(db=db))):
+                await write
+    finally:
+        store.close_sync()
+    if db.exists():  # replaced: the new file never saw a write after the swap
+        again = SqliteCheckpoints(db).open()
+        assert await again.get("m|arn", "shardId-0") == "100"
+        again.close_sync()

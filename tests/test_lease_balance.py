@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from sluiceway.pollers.lease_balance import ExpiryTracker, LeaseView, plan_takes
+from sluiceway.pollers.lease_balance import ExpiryTracker, LeaseView, Plan, plan_takes
 
 
 def leases(spec: str) -> list[LeaseView]:
@@ -97,3 +97,33 @@ def test_expiry_is_judged_by_the_local_clock(
         tracker.observe([LeaseView("s", owner, counter)], now)
     _, counter, owner = scans[-1]
     assert tracker.expired(LeaseView("s", owner, counter), at) is expired
+
+
+def test_a_lease_being_handed_over_counts_for_its_taker() -> None:
+    """b asked a for s0: b has its share, a third replica steals from no one, and a does not
+    take the lease back (it is a's no more, whatever the owner field says)."""
+    views = [
+        LeaseView("s0", "a", 2, handoff_to="b"),
+        LeaseView("s1", "a", 1),
+        LeaseView("s2", "b", 1),
+        LeaseView("s3", "a", 1),
+    ]
+    assert plan_takes(views, "b", set(), rng=random.Random(1)) == Plan(target=2)
+    assert plan_takes(views, "a", set(), held={"s0", "s1", "s3"}) == Plan(target=2)
+    newcomer = plan_takes(views, "c", set(), rng=random.Random(1))
+    assert newcomer.take == () and [v.key for v in newcomer.steal] in (["s1"], ["s3"])
+
+
+def test_a_lease_being_handed_over_is_never_asked_for_twice() -> None:
+    views = [LeaseView("s0", "a", 2, handoff_to="b"), LeaseView("s1", "a", 1)]
+    views += [LeaseView(f"s{i}", "a", 1, handoff_to="b") for i in (2, 3)]
+    # b, busiest once its hand-offs land, has nothing c may ask for yet; a's last one is not
+    # worth moving (a has 1, c 0)
+    assert plan_takes(views, "c", set(), rng=random.Random(1)).steal == ()
+
+
+def test_an_expired_lease_being_handed_over_is_free_for_anyone() -> None:
+    """The owner died mid-hand-off: its counter stopped, so the mark holds nothing back."""
+    views = [LeaseView("s0", "a", 2, handoff_to="b"), LeaseView("s1", "c", 1)]
+    plan = plan_takes(views, "c", {"s0"}, rng=random.Random(1))
+    assert [v.key for v in plan.take] == ["s0"]

@@ -6,10 +6,7 @@ replica's view, and duplicates stay within what was in flight at the kills."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -18,6 +15,18 @@ from typing import Any
 import anyio
 import pytest
 
+from tests.support.replicas import (
+    by_shard,
+    label,
+    overlaps,
+    owner_changes,
+    read_batches,
+    read_views,
+    replica_env,
+    seen_numbers,
+    start_replica,
+    stop_all,
+)
 from tests.support.sqs import eventually, make_queue, sqs_client, unique
 from tests.support.streams import aws_client, make_stream, make_table
 
@@ -30,69 +39,6 @@ RECORDS = 240
 KEYS = 6
 LEASE_SECONDS = 3
 BATCH = 10
-
-
-def replica_env(tmp_path: Path, sources: dict[str, str], table: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICEWAY_")}
-    env.update(
-        {
-            "SLUICEWAY_HTTP__ENABLED": "false",
-            "SLUICEWAY_LOG_FORMAT": "text",
-            "SLUICEWAY_LOG_LEVEL": "WARNING",
-            "SLUICEWAY_CHECKPOINTS__BACKEND": "dynamodb",
-            "SLUICEWAY_CHECKPOINTS__TABLE": table,
-            "SLUICEWAY_CHECKPOINTS__LEASE_SECONDS": str(LEASE_SECONDS),
-            "REPLICA_TEST_OUT_DIR": str(tmp_path),
-        }
-    )
-    for name, source in sources.items():
-        prefix = f"SLUICEWAY_MAPPINGS__{name.upper()}__"
-        env[prefix + "SOURCE"] = source
-        env[prefix + "HANDLER"] = "tests.support.crash_handlers:handle"
-        env[prefix + "BATCH_SIZE"] = str(BATCH)
-        if name in ("kin", "ddb"):
-            env[prefix + "STARTING_POSITION"] = "TRIM_HORIZON"
-    return env
-
-
-def start_replica(env: dict[str, str], tmp_path: Path, index: int) -> subprocess.Popen[bytes]:
-    log = open(tmp_path / f"replica-{index}.log", "ab")  # noqa: SIM115 - the child owns it
-    return subprocess.Popen(
-        [sys.executable, "-m", "sluiceway.app", "run"],
-        env=env,
-        cwd=Path(__file__).resolve().parents[1],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-
-
-def read_views(tmp_path: Path) -> dict[str, list[dict[str, Any]]]:
-    """Every process's handled records, in its order (a torn last line of a killed one skipped)."""
-    views: dict[str, list[dict[str, Any]]] = {}
-    for path in tmp_path.glob("*.jsonl"):
-        entries = []
-        for line in path.read_text().splitlines():
-            try:
-                entries.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        views[path.stem] = entries
-    return views
-
-
-def label(source: str) -> str:
-    """A queue by its name whether given as a URL or seen as an ARN; streams by their ARN."""
-    if ":sqs:" in source or "/sqs" in source or source.startswith("http"):
-        return source.rsplit("/", 1)[-1].rsplit(":", 1)[-1]
-    return source
-
-
-def seen_numbers(views: dict[str, list[dict[str, Any]]]) -> dict[str, set[int]]:
-    out: dict[str, set[int]] = defaultdict(set)
-    for entries in views.values():
-        for entry in entries:
-            out[label(entry["source"])].add(entry["n"])
-    return out
 
 
 async def produce(clients: dict[str, Any], arns: dict[str, str], urls: dict[str, str]) -> None:
@@ -117,21 +63,6 @@ async def produce(clients: dict[str, Any], arns: dict[str, str], urls: dict[str,
             await anyio.sleep(0.1)
 
 
-def stop_all(replicas: list[subprocess.Popen[bytes]]) -> list[int]:
-    """SIGTERM every live replica (a graceful stop), kill what outlives 30 s; exit codes."""
-    for process in replicas:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    codes = []
-    for process in replicas:
-        try:
-            codes.append(process.wait(timeout=30))
-        except subprocess.TimeoutExpired:
-            process.kill()
-            codes.append(process.wait())
-    return codes
-
-
 async def owners_of(dynamodb: Any, table: str) -> list[str]:
     try:
         items = (await dynamodb.scan(TableName=table, ConsistentRead=True)).get("Items", [])
@@ -152,7 +83,9 @@ async def test_kill_9_replicas_loses_nothing(tmp_path: Path, ministack_sqs: str)
         std, _ = await make_queue(sqs, "crash-std", visibility=4)
         fifo, _ = await make_queue(sqs, "crash-fifo", fifo=True, visibility=4)
         sources = {"kin": kin, "ddb": ddb_stream, "std": std, "fifo": fifo}
-        env = replica_env(tmp_path, sources, lease_table)
+        env = replica_env(
+            tmp_path, sources, lease_table, lease_seconds=LEASE_SECONDS, batch_size=BATCH
+        )
         replicas = [start_replica(env, tmp_path, i) for i in range(REPLICAS)]
         failovers: list[float] = []
         killed_pids: list[int] = []
@@ -220,11 +153,26 @@ async def test_kill_9_replicas_loses_nothing(tmp_path: Path, ministack_sqs: str)
             1 for entries in views.values() for e in entries if label(e["source"]) == label(arn)
         )
         duplicates[name] = total - RECORDS
+    # Overlap: batches of one shard (or, for DynamoDB, one key) running in two replicas at
+    # once. Steals hand leases over gracefully and a killed replica runs nothing, so none.
+    batches = read_batches(tmp_path)
+    streams = {label(sources[name]): name for name in ("kin", "ddb")}
+    overlapping = {name: 0 for name in streams.values()}
+    changes = {name: 0 for name in streams.values()}
+    for source, name in streams.items():
+        mine = [b for b in batches if b.source == source]
+        overlapping[name] = len(overlaps(mine, by_shard, longest=0.1))
+        changes[name] = owner_changes(mine, by_shard)
     print(
         f"\nfailover after kill -9 (lease {LEASE_SECONDS}s): "
         + ", ".join(f"{f:.1f}s" for f in failovers)
         + f"; duplicates per source: {duplicates}"
+        + "; duplicates per crash: "
+        + ", ".join(f"{name} {d / KILLS:.1f}" for name, d in duplicates.items())
+        + "; overlapping handler calls per owner change: "
+        + ", ".join(f"{name} {overlapping[name]}/{changes[name]}" for name in overlapping)
     )
+    assert overlapping == {name: 0 for name in streams.values()}, overlapping
     # Duplicates come only from ownership changes (a kill, or a lease moving to a restarted
     # replica): a record is never handled twice by the same process, and every record handled
     # twice was handled at least once by a replica that was killed or gave the shard up.

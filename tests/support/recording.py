@@ -18,6 +18,8 @@ BATCHES: list[list[str]] = []
 """Bodies per invocation."""
 CONTEXTS: list[Any] = []
 BEHAVIOUR: dict[str, Any] = {}
+SPANS: list[tuple[float, float, list[str]]] = []
+"""(start, end, sequence numbers) of every `record_timed` invocation."""
 _lock = threading.Lock()
 
 
@@ -27,6 +29,7 @@ def reset() -> None:
         BATCHES.clear()
         CONTEXTS.clear()
         BEHAVIOUR.clear()
+        SPANS.clear()
 
 
 def _note(event: dict[str, Any], context: Any) -> list[dict[str, Any]]:
@@ -126,6 +129,26 @@ def record_stream(event: dict[str, Any], context: Any) -> None:
         raise RuntimeError("asked to fail this batch")
     if BEHAVIOUR.get("sleep"):
         time.sleep(BEHAVIOUR["sleep"])
+
+
+def hold_key(event: dict[str, Any], context: Any) -> None:
+    """Records, then holds a batch with a record of `BEHAVIOUR['hold_key']` (partition key)
+    until `BEHAVIOUR['release']` (a threading.Event) is set, at most 30 s; other batches take
+    `BEHAVIOUR['sleep']` seconds."""
+    records = _note(event, context)
+    if any(r["kinesis"]["partitionKey"] == BEHAVIOUR.get("hold_key") for r in records):
+        BEHAVIOUR["release"].wait(30)
+    else:
+        time.sleep(BEHAVIOUR.get("sleep", 0))
+
+
+def record_timed(event: dict[str, Any], context: Any) -> None:
+    """Records, takes `BEHAVIOUR['sleep']` seconds, and notes when it ran (Kinesis records)."""
+    started = time.time()
+    records = _note(event, context)
+    time.sleep(BEHAVIOUR.get("sleep", 0))
+    with _lock:
+        SPANS.append((started, time.time(), [r["kinesis"]["sequenceNumber"] for r in records]))
 
 
 def kinesis_payloads() -> list[str]:
