@@ -339,7 +339,11 @@ def write_import(args: Any) -> int:
     output_format = args.format or ("env" if str(args.output or "").endswith(".env") else "toml")
     text = to_env(report.mappings) if output_format == "env" else to_toml(report.mappings)
     if args.output:
-        Path(args.output).write_text(text)
+        try:
+            Path(args.output).write_text(text)
+        except OSError as exc:
+            print(f"sluiceway: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
     else:
         sys.stdout.write(text)
     print(report.text(), file=sys.stderr)

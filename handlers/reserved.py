@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sluiceway.handlers.invoker import Invoker
+from sluiceway.handlers.loader import HandlerLoadError
 from sluiceway.handlers.results import InvocationResult, InvokeFailure
 
 
@@ -84,6 +85,10 @@ class ReservedInvoker(Invoker):
 
     async def warm(self) -> float | None:
         return await self.inner.warm()
+
+    @property
+    def init_error(self) -> HandlerLoadError | None:
+        return self.inner.init_error
 
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
+from sluiceway.handlers import worker_output
+
 OUT_OF_MEMORY = "Runtime.OutOfMemory"
 
 
@@ -67,6 +69,7 @@ def main(conn: Connection, config: WorkerConfig) -> None:
 
     log_stream_name = new_log_stream_name()
     os.environ.update(lambda_environment(config, log_stream_name))
+    worker_output.install(conn, config.function_name)  # the function's logs go to the service
     import orjson
     from sluiceway.handlers.invoker import marshal_response
     from sluiceway.handlers.loader import HandlerLoadError, load_handler
@@ -91,6 +94,7 @@ def main(conn: Connection, config: WorkerConfig) -> None:
         if request is None:
             return
         request_id, remaining, raw_event = request
+        worker_output.begin(request_id)
         context = LambdaContext(
             aws_request_id=request_id,
             function_name=config.function_name,
@@ -104,17 +108,20 @@ def main(conn: Connection, config: WorkerConfig) -> None:
             value: Any = loaded.fn(orjson.loads(raw_event), context)
             if inspect.isawaitable(value):
                 value = (loop or asyncio.new_event_loop()).run_until_complete(value)
+            worker_output.finish()
             result = marshal_response(value)
         except MemoryError:
             value = None
             conn.send(("error", OUT_OF_MEMORY, "Runtime exited: out of memory"))
             return  # Lambda replaces an environment that ran out of memory
         except SystemExit as exc:
+            worker_output.finish()
             conn.send(
                 ("error", "Runtime.ExitError", f"Runtime exited with error: exit status {exc.code}")
             )
             return
         except Exception as exc:
+            worker_output.report_exception(exc)
             conn.send(("error", type(exc).__name__, str(exc)))
             continue
         if hasattr(result, "payload"):

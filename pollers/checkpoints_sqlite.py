@@ -2,13 +2,14 @@
 
 Two processes reading the same shards from one file would each advance the other's checkpoints
 past records they never finished, so the file is guarded by an exclusive lock on a sidecar
-`.lock` file: a second process refuses to start instead of silently sharing. (Sharing shards
-between replicas is the DynamoDB lease backend's job.) sqlite3 blocks, so calls run in a worker
-thread, one at a time.
+`.lock` file (removed on close): a second process refuses to start instead of silently sharing.
+(Sharing shards between replicas is the DynamoDB lease backend's job.) sqlite3 blocks, so calls
+run in a worker thread, one at a time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import sqlite3
@@ -44,6 +45,10 @@ class CheckpointLockError(SluicewayError, RuntimeError):
     """Another process holds the checkpoint file."""
 
 
+class CheckpointFileError(SluicewayError):
+    """The checkpoint file or its folder cannot be created, opened or read as SQLite."""
+
+
 class SqliteCheckpoints(CheckpointStore):
     """`CheckpointStore` on a WAL-mode SQLite file; `open()` takes the file's exclusive lock."""
 
@@ -55,28 +60,63 @@ class SqliteCheckpoints(CheckpointStore):
         self._limiter = anyio.CapacityLimiter(1)
 
     def open(self) -> SqliteCheckpoints:
-        """Lock and open the file (synchronously: it runs once, before any poller starts)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        """Lock and open the file (synchronously: it runs once, before any poller starts).
+
+        Raises CheckpointLockError when another process holds it, CheckpointFileError when the
+        file or its folder cannot be used."""
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise CheckpointLockError(
-                f"checkpoint file {self.path} is in use by another Sluiceway process "
-                f"(lock {self.lock_path} is held); stop that process, or give this one its own "
-                "file with SLUICEWAY_CHECKPOINTS__PATH"
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = self._lock()
+            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute(_SCHEMA)
+                conn.execute(_WINDOWS_SCHEMA)
+            except sqlite3.Error:
+                conn.close()
+                raise
+        except (OSError, sqlite3.Error) as exc:
+            self.close_sync()
+            reason = str(exc)
+            if isinstance(exc, OSError) and exc.strerror:
+                reason = f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+            raise CheckpointFileError(
+                f"checkpoint file {self.path} cannot be used: {reason}; give "
+                "SLUICEWAY_CHECKPOINTS__PATH a writable file, or another backend with "
+                "SLUICEWAY_CHECKPOINTS__BACKEND"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._lock_fd = fd
-        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute(_SCHEMA)
-        conn.execute(_WINDOWS_SCHEMA)
         self._conn = conn
         return self
+
+    def _lock(self) -> int:
+        """Take the lock file, which the owner removes on close.
+
+        The lock taken must be on the file now at `lock_path`: a process that opened the file
+        just before its owner removed it would otherwise lock a file no one else can see."""
+        while True:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise CheckpointLockError(
+                    f"checkpoint file {self.path} is in use by another Sluiceway process "
+                    f"(lock {self.lock_path} is held); stop that process, or give this one its "
+                    "own file with SLUICEWAY_CHECKPOINTS__PATH"
+                ) from None
+            except OSError:
+                os.close(fd)
+                raise
+            try:
+                current = os.stat(self.lock_path).st_ino
+            except FileNotFoundError:
+                current = None
+            if current == os.fstat(fd).st_ino:
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+                return fd
+            os.close(fd)  # removed by its owner meanwhile: take the new one
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -144,10 +184,13 @@ class SqliteCheckpoints(CheckpointStore):
         )
 
     def close_sync(self) -> None:
+        """Close the file and remove its lock file (while still holding the lock)."""
         if self._conn is not None:
             self._conn.close()
             self._conn = None
         if self._lock_fd is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.lock_path)
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             os.close(self._lock_fd)
             self._lock_fd = None

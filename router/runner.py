@@ -478,6 +478,7 @@ class BatchRunner:
             elapsed = time.monotonic() - started
             stats.duration_seconds += elapsed
             record_invocation(stats, elapsed, len(records))
+        stats.set_handler_error(self.invoker.init_error)  # readiness follows the handler's init
         outcome = interpret(result, [r.item_id for r in records], self.report_batch_item_failures)
         if require_state and isinstance(result, Returned) and not _has_state(result.payload):
             outcome = BatchFailed("the response has no state (a tumbling window needs one)")
