@@ -135,19 +135,24 @@ class Service:
     _owns_metrics: bool = False
     _stop_flag: bool = False
     _stop_requested: anyio.Event | None = None
+    _starting: anyio.CancelScope | None = None
+    """Start-up's waits (a lease table being retried), which a stop cuts short."""
     _pollers_done: anyio.Event | None = None
 
     def stop(self) -> None:
         self._stop_flag = True
         if self._stop_requested is not None:
             self._stop_requested.set()
+        if self._starting is not None:
+            self._starting.cancel()
 
     def _shutdown_budget(self) -> float:
         timeouts = [m.function_timeout for m in self.settings.mappings.values()] or [0.0]
         return max(timeouts) + SHUTDOWN_GRACE_SECONDS
 
-    async def _watch_signals(self) -> None:
+    async def _watch_signals(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            task_status.started()
             async for signum in signals:
                 log.info("received %s, shutting down", signal.Signals(signum).name)
                 self.stop()
@@ -155,7 +160,22 @@ class Service:
 
     async def run(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
         """Start everything, run until stopped, then shut down; a start-up failure we can name
-        raises a SluicewayError before any mapping polls, with everything started released."""
+        raises a SluicewayError before any mapping polls, with everything started released.
+
+        SIGTERM and SIGINT are handled from the first moment, so a stop during start-up is as
+        graceful as one later."""
+        try:
+            async with anyio.create_task_group() as tg:
+                if self.handle_signals:
+                    await tg.start(self._watch_signals)
+                await self._run(task_status)
+                tg.cancel_scope.cancel()  # the signal watcher
+        except BaseExceptionGroup as group:
+            if len(group.exceptions) == 1:  # the service's own error, as it was raised
+                raise group.exceptions[0] from None
+            raise
+
+    async def _run(self, task_status: Any) -> None:
         settings = self.settings
         self._stop_requested = anyio.Event()
         self._pollers_done = anyio.Event()
@@ -177,7 +197,8 @@ class Service:
             if streams and self.checkpoints is None:
                 self.checkpoints = build_checkpoints(settings)
                 self._owns_checkpoints = True
-                await _start_checkpoints(self.checkpoints, settings)
+                with self._start_phase():
+                    await _start_checkpoints(self.checkpoints, settings)
             async with AwsClients(settings.aws_region) as clients:
                 for service in aws_services(settings):
                     await clients.client(service)  # AWS settings that make no client fail now
@@ -194,6 +215,13 @@ class Service:
                 with anyio.CancelScope(shield=True):
                     await self.checkpoints.close()
                 self.checkpoints, self._owns_checkpoints = None, False
+
+    def _start_phase(self) -> anyio.CancelScope:
+        """A scope for a start-up wait; already cancelled when a stop came first."""
+        self._starting = anyio.CancelScope()
+        if self._stop_flag:
+            self._starting.cancel()
+        return self._starting
 
     async def _start_http(self) -> None:
         http = self.settings.http
@@ -236,8 +264,6 @@ class Service:
                 )
             log_mappings(settings)
             async with anyio.create_task_group() as tg:
-                if self.handle_signals:
-                    tg.start_soon(self._watch_signals)
                 tg.start_soon(self._run_pollers)
                 task_status.started()
                 await self._stop_requested.wait()

@@ -324,7 +324,7 @@ def _first_line_at_a_terminal(env: dict[str, str]) -> str:
 
 
 @pytest.mark.anyio
-async def test_health_answers_while_an_unreachable_lease_table_is_retried(
+async def test_health_answers_while_an_unreachable_lease_table_is_retried_and_sigterm_stops_it(
     moto_url: str, tmp_path: Path
 ) -> None:
     port = free_port()
@@ -343,6 +343,9 @@ async def test_health_answers_while_an_unreachable_lease_table_is_retried(
         status, body = get(f"http://127.0.0.1:{port}/readyz")
         assert (status, body["ready"], body["mappings"]) == (503, False, {"clicks": "Creating"})
         assert service.process.returncode is None  # retrying, not failed
+        started = time.monotonic()
+        assert await service.stop() == 0  # a graceful stop, even in the middle of start-up
+        assert time.monotonic() - started < 10
     assert "Traceback" not in "\n".join(service.lines())
 
 
