@@ -8,18 +8,52 @@ import os
 import sys
 
 import anyio
-from sluiceway.config import ConfigError, load_settings
+from sluiceway.app.startup import preflight, version
+from sluiceway.config import ConfigError, Settings, load_settings
 from sluiceway.core.errors import SluicewayError
 from sluiceway.core.logs import configure_logging
 from sluiceway.core.telemetry import setup_tracing
 from sluiceway.core.telemetry import shutdown as shutdown_tracing
 
+README = "README.md (sections Configuration and Observability)"
 
-def _load_or_exit():  # type: ignore[no-untyped-def]
+SETTINGS_HELP = f"""\
+configuration (environment variables; a file can hold the same settings):
+  SLUICEWAY_CONFIG_FILE                 a TOML, YAML or JSON file; variables override it
+  SLUICEWAY_MAPPINGS__<NAME>__SOURCE    SQS queue ARN or URL, Kinesis stream ARN, DynamoDB
+                                        stream or table ARN
+  SLUICEWAY_MAPPINGS__<NAME>__HANDLER   module:function, http(s)://... or a Lambda function ARN
+  SLUICEWAY_MAPPINGS__<NAME>__STARTING_POSITION
+                                        streams: TRIM_HORIZON, LATEST or AT_TIMESTAMP
+  SLUICEWAY_MAPPINGS__<NAME>__BATCH_SIZE, __FUNCTION_RESPONSE_TYPES, __FILTER_CRITERIA, ...
+                                        the event source mapping API's names in snake_case
+  SLUICEWAY_HTTP__PORT                  /healthz, /readyz, /status, /metrics (default 8080;
+                                        0 picks a free port)
+  SLUICEWAY_CHECKPOINTS__BACKEND        streams: sqlite (default), memory or dynamodb
+  SLUICEWAY_LOG_LEVEL, SLUICEWAY_LOG_FORMAT
+                                        INFO; text on a terminal, json lines otherwise
+  AWS_REGION, AWS_ENDPOINT_URL          the default region; an endpoint (an emulator);
+                                        credentials come from the usual AWS chain
+  OTEL_EXPORTER_OTLP_ENDPOINT           send traces and metrics by OTLP
+
+Every setting, its default and its rule: {README}."""
+
+DEMO_HELP = f"""\
+The demo builds its own configuration on an embedded emulator; it reads only
+SLUICEWAY_HTTP__PORT (default 0: a free port) and SLUICEWAY_LOG_LEVEL (default WARNING).
+The settings for your own mappings: {README}."""
+
+IMPORT_SAM_HELP = """\
+The output holds SLUICEWAY_MAPPINGS__<NAME>__... settings: load a .toml file with
+SLUICEWAY_CONFIG_FILE, or a .env file as environment variables. What each one means:
+README.md (sections Migrating from Lambda and Configuration)."""
+
+
+def _load_or_exit() -> Settings:
     try:
         return load_settings()
-    except ConfigError as exc:
-        print(f"sluiceway: invalid configuration\n{exc}", file=sys.stderr)
+    except ConfigError as exc:  # its text starts "invalid configuration (N problems):"
+        print(f"sluiceway: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
@@ -28,12 +62,7 @@ def _run(_: argparse.Namespace) -> int:
 
     settings = _load_or_exit()
     configure_logging(settings.log_level, settings.log_format, log_bodies=settings.log_bodies)
-    if not settings.mappings:
-        print(
-            "sluiceway: no mappings configured (set SLUICEWAY_MAPPINGS__<NAME>__SOURCE and __HANDLER)",
-            file=sys.stderr,
-        )
-        return 2
+    preflight(settings)
     setup_tracing(trace_records=settings.trace_records)
     try:
         anyio.run(Service(settings).run)
@@ -67,6 +96,7 @@ def _check(_: argparse.Namespace) -> int:
 
     settings = _load_or_exit()
     configure_logging("WARNING", "text")
+    preflight(settings)
     print(f"configuration ok: {len(settings.mappings)} mapping(s)")
     results = anyio.run(run_checks, settings)
     for result in results:
@@ -157,18 +187,49 @@ def _positive(text: str) -> float:
     return value
 
 
+def _subcommand(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, summary: str, epilog: str
+) -> argparse.ArgumentParser:
+    return sub.add_parser(
+        name,
+        help=summary,
+        description=summary,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """Every subcommand and its options (tests parse the compose stack's commands with it)."""
-    parser = argparse.ArgumentParser(prog="sluiceway", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="run every configured mapping").set_defaults(func=_run)
-    sub.add_parser("check", help="validate config and reach every source").set_defaults(func=_check)
-    status = sub.add_parser(
-        "status", help="mappings, shards, owners, checkpoints and leases of a running deployment"
+    parser = argparse.ArgumentParser(
+        prog="sluiceway",
+        description="AWS Lambda's event source mappings (SQS, Kinesis, DynamoDB Streams) as a "
+        "service.",
+        epilog=SETTINGS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"sluiceway {version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _subcommand(
+        sub, "run", "run every configured mapping until SIGTERM or SIGINT", SETTINGS_HELP
+    ).set_defaults(func=_run)
+    _subcommand(
+        sub,
+        "check",
+        "validate the configuration, load every handler and reach every source, target and "
+        "destination, without invoking or sending anything",
+        SETTINGS_HELP,
+    ).set_defaults(func=_check)
+    status = _subcommand(
+        sub,
+        "status",
+        "mappings, shards, owners, checkpoints and leases of a running deployment",
+        SETTINGS_HELP,
     )
     status.add_argument("--url", help="a replica's HTTP address (default: this host's port)")
     status.set_defaults(func=_status)
-    demo = sub.add_parser("demo", help="everything on an embedded AWS emulator, with a tally")
+    demo = _subcommand(
+        sub, "demo", "everything on an embedded AWS emulator, with a tally", DEMO_HELP
+    )
     demo.add_argument("--keep-running", action="store_true", help="keep serving after the tally")
     demo.add_argument("--messages", type=int, default=60, help="messages to send per queue")
     demo.add_argument(
@@ -204,8 +265,11 @@ def build_parser() -> argparse.ArgumentParser:
         "deliveries are refused and retried (with --create-only: leave them to a later --create)",
     )
     produce.set_defaults(func=_produce)
-    sam = sub.add_parser(
-        "import-sam", help="write mappings for a SAM/CloudFormation template's event sources"
+    sam = _subcommand(
+        sub,
+        "import-sam",
+        "write mappings for a SAM/CloudFormation template's event sources",
+        IMPORT_SAM_HELP,
     )
     sam.add_argument("template", help="template file (YAML or JSON)")
     sam.add_argument("--output", "-o", help="file to write (.toml, or .env for an env file)")
@@ -232,6 +296,22 @@ def main(argv: list[str] | None = None) -> int:
     except SluicewayError as exc:  # a condition we can name: one line, no traceback
         print(f"sluiceway: {exc}", file=sys.stderr)
         return 2
+    except BaseExceptionGroup as group:  # raised inside a task group
+        named, rest = group.split(SluicewayError)
+        if named is None or rest is not None:
+            raise
+        for line in dict.fromkeys(str(exc) for exc in _leaves(named)):
+            print(f"sluiceway: {line}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # Ctrl-C before the service's own signal handling started
+        return 130
+
+
+def _leaves(group: BaseExceptionGroup[SluicewayError]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
 
 
 if __name__ == "__main__":

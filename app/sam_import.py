@@ -413,7 +413,11 @@ def write_import(args: Any) -> int:
         print(f"sluiceway: {exc}", file=sys.stderr)
         return 2
     if args.output:
-        Path(args.output).write_text(text)
+        try:
+            Path(args.output).write_text(text)
+        except OSError as exc:
+            print(f"sluiceway: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
     else:
         sys.stdout.write(text)
     print(report.text(), file=sys.stderr)

@@ -56,10 +56,19 @@ for _tag in _SHORT_FORMS:
 def load_template(path: str | Path) -> dict[str, Any]:
     """Parse a template file (JSON or YAML, with or without short-form tags)."""
     text = Path(path).read_text()
-    if text.lstrip().startswith("{"):
-        data = json.loads(text)
-    else:
-        data = yaml.load(text, Loader=_TemplateLoader)  # a SafeLoader subclass
+    try:
+        if text.lstrip().startswith("{"):
+            data = json.loads(text)
+        else:
+            data = yaml.load(text, Loader=_TemplateLoader)  # a SafeLoader subclass
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON: {exc}") from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ValueError(f"{path}: not valid YAML{where}: {exc.problem or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("Resources"), dict):
         raise ValueError(f"{path}: not a CloudFormation or SAM template (no Resources section)")
     return data

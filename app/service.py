@@ -10,9 +10,11 @@ from typing import Any
 import anyio
 import anyio.to_thread
 from sluiceway.app.server import HttpServer
+from sluiceway.app.startup import aws_services, describe_checkpoints, log_mappings, version
 from sluiceway.config.mapping import MappingConfig
 from sluiceway.config.settings import Settings
 from sluiceway.core.aws import AwsClients
+from sluiceway.core.aws_retry import error_code
 from sluiceway.core.errors import SluicewayError
 from sluiceway.core.logs import bind as bind_log_context
 from sluiceway.core.metrics import Metrics
@@ -97,7 +99,7 @@ def build_checkpoints(settings: Settings) -> CheckpointStore:
     )
 
 
-async def _start_checkpoints(store: CheckpointStore) -> None:
+async def _start_checkpoints(store: CheckpointStore, settings: Settings) -> None:
     """Create or check a lease table before any poller starts: a table that cannot be used is a
     start-up error; one that cannot be reached yet is retried by the pollers."""
     try:
@@ -105,8 +107,16 @@ async def _start_checkpoints(store: CheckpointStore) -> None:
     except LeaseTableError as exc:
         await store.close()
         raise UnsupportedMapping(str(exc)) from None
+    except SluicewayError:
+        await store.close()
+        raise
     except Exception as exc:
-        log.warning("lease table not reachable yet (%s); the pollers keep trying", exc)
+        log.warning(
+            "checkpoints (%s) not reachable yet: %s: %s; the pollers keep trying",
+            describe_checkpoints(settings),
+            error_code(exc),
+            exc,
+        )
 
 
 @dataclass
@@ -127,6 +137,8 @@ class Service:
     _owns_metrics: bool = False
     _stop_flag: bool = False
     _stop_requested: anyio.Event | None = None
+    _starting: anyio.CancelScope | None = None
+    """Start-up's waits (a lease table being retried), which a stop cuts short."""
     _pollers_done: anyio.Event | None = None
     failure: CheckpointStoreFailed | None = None
     """Why the service stopped on its own; `run` raises it after a graceful shutdown, so the
@@ -136,19 +148,39 @@ class Service:
         self._stop_flag = True
         if self._stop_requested is not None:
             self._stop_requested.set()
+        if self._starting is not None:
+            self._starting.cancel()
 
     def _shutdown_budget(self) -> float:
         timeouts = [m.function_timeout for m in self.settings.mappings.values()] or [0.0]
         return max(timeouts) + SHUTDOWN_GRACE_SECONDS
 
-    async def _watch_signals(self) -> None:
+    async def _watch_signals(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            task_status.started()
             async for signum in signals:
                 log.info("received %s, shutting down", signal.Signals(signum).name)
                 self.stop()
                 return
 
     async def run(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        """Start everything, run until stopped, then shut down; a start-up failure we can name
+        raises a SluicewayError before any mapping polls, with everything started released.
+
+        SIGTERM and SIGINT are handled from the first moment, so a stop during start-up is as
+        graceful as one later."""
+        try:
+            async with anyio.create_task_group() as tg:
+                if self.handle_signals:
+                    await tg.start(self._watch_signals)
+                await self._run(task_status)
+                tg.cancel_scope.cancel()  # the signal watcher
+        except BaseExceptionGroup as group:
+            if len(group.exceptions) == 1:  # the service's own error, as it was raised
+                raise group.exceptions[0] from None
+            raise
+
+    async def _run(self, task_status: Any) -> None:
         settings = self.settings
         self._stop_requested = anyio.Event()
         self._pollers_done = anyio.Event()
@@ -156,66 +188,108 @@ class Service:
             self._stop_requested.set()
         for mapping in settings.mappings.values():  # masked in every output from now on
             known_secrets.add_environment(mapping.environment)
-        streams = [m for m in settings.mappings.values() if m.enabled and m.kind != "sqs"]
-        if streams and self.checkpoints is None:
-            self.checkpoints = build_checkpoints(settings)
-            self._owns_checkpoints = True
-            await _start_checkpoints(self.checkpoints)
-        async with AwsClients(settings.aws_region) as clients:
-            await register_aws_credentials(clients.session)
-            reserved = ReservedPools()  # reserved concurrency, shared by a function's mappings
-            pacer = PollPacer(settings.idle_polls_per_second)  # one budget for every quiet shard
-            for name, mapping in settings.mappings.items():
-                stats = self.registry.add(name, mapping.kind)
-                if not mapping.enabled:
-                    stats.state = "Disabled"
-                    continue
-                invoker = self.invokers[name] = build_invoker(mapping, settings, clients, reserved)
-                invoker.report_to(stats)
-                self.pollers[name] = build_poller(
-                    mapping, settings, clients, stats, invoker, self.checkpoints, pacer
-                )
+        log.info("sluiceway %s starting", version())
+        for name, mapping in settings.mappings.items():
+            stats = self.registry.add(name, mapping.kind)
+            if not mapping.enabled:
+                stats.state = "Disabled"
+        try:
+            # The HTTP port first: a port in use fails before anything else has started.
             if self.metrics is None:
                 self.metrics, self._owns_metrics = Metrics.from_env(self.registry), True
             if self.metrics is not None:
                 self.metrics.activate()
-            if settings.http.enabled:
-                routes = [("/metrics", self.metrics.handle)] if self.metrics is not None else []
-                self.http = HttpServer(
-                    self.registry, settings.http.host, settings.http.port, extra_routes=routes
-                )
-                await self.http.start()
-            try:
-                async with anyio.create_task_group() as tg:
-                    if self.handle_signals:
-                        tg.start_soon(self._watch_signals)
-                    tg.start_soon(self._run_pollers)
-                    task_status.started()
-                    await self._stop_requested.wait()
-                    assert self._pollers_done is not None
-                    for poller in self.pollers.values():
-                        poller.stop()
-                    with anyio.move_on_after(self._shutdown_budget()) as scope:
-                        await self._pollers_done.wait()
-                    if scope.cancelled_caught:
-                        log.warning("shutdown budget spent; abandoning batches still in flight")
-                    tg.cancel_scope.cancel()
-            finally:
-                if self.http is not None:
-                    with anyio.CancelScope(shield=True):
-                        await self.http.stop()
-                if self.metrics is not None and self._owns_metrics:
-                    with anyio.CancelScope(shield=True):  # a last OTLP export may block
-                        await anyio.to_thread.run_sync(self.metrics.shutdown)
-                    self.metrics, self._owns_metrics = None, False
+            await self._start_http()
+            streams = [m for m in settings.mappings.values() if m.enabled and m.kind != "sqs"]
+            if streams and self.checkpoints is None:
+                self.checkpoints = build_checkpoints(settings)
+                self._owns_checkpoints = True
+                with self._start_phase():
+                    await _start_checkpoints(self.checkpoints, settings)
+            async with AwsClients(settings.aws_region) as clients:
+                for service in aws_services(settings):
+                    await clients.client(service)  # AWS settings that make no client fail now
+                await register_aws_credentials(clients.session)
+                await self._run_mappings(clients, task_status)
+        finally:
+            if self.http is not None:
                 with anyio.CancelScope(shield=True):
-                    await self._close_invokers()
-                if self.checkpoints is not None and self._owns_checkpoints:
-                    with anyio.CancelScope(shield=True):
-                        await self.checkpoints.close()
-                    self.checkpoints, self._owns_checkpoints = None, False
+                    await self.http.stop()
+            if self.metrics is not None and self._owns_metrics:
+                with anyio.CancelScope(shield=True):  # a last OTLP export may block
+                    await anyio.to_thread.run_sync(self.metrics.shutdown)
+                self.metrics, self._owns_metrics = None, False
+            if self.checkpoints is not None and self._owns_checkpoints:
+                with anyio.CancelScope(shield=True):
+                    await self.checkpoints.close()
+                self.checkpoints, self._owns_checkpoints = None, False
         if self.failure is not None:
             raise self.failure
+
+
+    def _start_phase(self) -> anyio.CancelScope:
+        """A scope for a start-up wait; already cancelled when a stop came first."""
+        self._starting = anyio.CancelScope()
+        if self._stop_flag:
+            self._starting.cancel()
+        return self._starting
+
+    async def _start_http(self) -> None:
+        http = self.settings.http
+        if not http.enabled:
+            log.info("HTTP endpoints off (SLUICEWAY_HTTP__ENABLED=false)")
+            return
+        routes = [("/metrics", self.metrics.handle)] if self.metrics is not None else []
+        self.http = HttpServer(self.registry, http.host, http.port, extra_routes=routes)
+        try:
+            port = await self.http.start()
+        except SluicewayError:
+            self.http = None
+            raise
+        log.info(
+            "listening on http://%s:%d (/healthz, /readyz, /status%s)",
+            http.host,
+            port,
+            ", /metrics" if routes else "",
+        )
+
+    async def _run_mappings(self, clients: AwsClients, task_status: Any) -> None:
+        """Build every enabled mapping's target and poller, then run them until stopped."""
+        settings = self.settings
+        assert self._stop_requested is not None and self._pollers_done is not None
+        reserved = ReservedPools()  # reserved concurrency, shared by a function's mappings
+        pacer = PollPacer(settings.idle_polls_per_second)  # one budget for every quiet shard
+        try:
+            for name, mapping in settings.mappings.items():
+                if not mapping.enabled:
+                    continue
+                invoker = self.invokers[name] = build_invoker(mapping, settings, clients, reserved)
+                stats = self.registry.mappings[name]
+                invoker.report_to(stats)
+                self.pollers[name] = build_poller(
+                    mapping,
+                    settings,
+                    clients,
+                    stats,
+                    invoker,
+                    self.checkpoints,
+                    pacer,
+                )
+            log_mappings(settings)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._run_pollers)
+                task_status.started()
+                await self._stop_requested.wait()
+                for poller in self.pollers.values():
+                    poller.stop()
+                with anyio.move_on_after(self._shutdown_budget()) as scope:
+                    await self._pollers_done.wait()
+                if scope.cancelled_caught:
+                    log.warning("shutdown budget spent; abandoning batches still in flight")
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._close_invokers()
 
     async def _close_invokers(self) -> None:
         """Close pooled connections and stop worker processes."""
@@ -223,12 +297,20 @@ class Service:
             await invoker.aclose()
 
     async def _warm(self, name: str, invoker: Invoker) -> None:
-        """Run each handler's init phase before its first batch, so no batch pays a cold start."""
-        try:
-            self.registry.mappings[name].init_duration_seconds = await invoker.warm()
-        except HandlerLoadError as exc:
-            # As in Lambda, every invocation will now fail with this error and be retried.
-            log.error("mapping %s: handler cannot be loaded: %s: %s", name, exc.error_type, exc)
+        """Run each handler's init phase before its first batch, so no batch pays a cold start.
+
+        A handler that cannot be loaded leaves the mapping not ready (/readyz), its error in
+        /status; as in Lambda every invocation fails with it, and the first that loads the
+        handler makes the mapping ready again."""
+        stats = self.registry.mappings[name]
+        with bind_log_context(mapping=name):
+            try:
+                stats.init_duration_seconds = await invoker.warm()
+            except HandlerLoadError as exc:
+                stats.set_handler_error(exc)
+                log.error("mapping %s: handler cannot be loaded: %s: %s", name, exc.error_type, exc)
+            else:
+                stats.set_handler_error(None)
 
     async def _run_pollers(self) -> None:
         assert self._pollers_done is not None

@@ -144,7 +144,8 @@ class Settings(BaseSettings):
     checkpoints: CheckpointsConfig = CheckpointsConfig()
     http: HttpConfig = HttpConfig()
     log_level: Annotated[LogLevel, normalise_case(str.upper)] = "INFO"
-    log_format: Annotated[Literal["json", "text"], normalise_case(str.lower)] = "json"
+    log_format: Annotated[Literal["json", "text"], normalise_case(str.lower)] | None = None
+    """None: text when stderr is a terminal, JSON lines otherwise."""
     log_bodies: bool = False
     """Write record bodies into logs; off so payloads (often personal data) stay out of logs."""
     trace_records: bool = False

@@ -13,6 +13,8 @@ from typing import Any
 import anyio
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
+from botocore.exceptions import BotoCoreError
+from sluiceway.core.errors import SluicewayError
 from sluiceway.core.telemetry import instrument_session
 
 LONG_POLL_SECONDS = 20
@@ -28,6 +30,10 @@ LONG_POLL_POOL = 10_000
 """Connections for long polls, which each hold one for up to 20 s: their own pool, so quiet
 queues' polls (at least 2 per mapping) can never starve the deletes and visibility changes
 that settle batches, whatever the number of queues mapped."""
+
+
+class AwsSettingsError(SluicewayError):
+    """The AWS settings of this process (profile, config file, endpoint) make no client."""
 
 
 class AwsClients:
@@ -74,6 +80,14 @@ class AwsClients:
                     max_pool_connections=LONG_POLL_POOL if long_poll else self._pool,
                     retries={"mode": "standard", "max_attempts": _RETRIES.get(service, 3)},
                 )
-                creator = self._session.create_client(service, region_name=key[1], config=config)
-                self._clients[key] = await self._stack.enter_async_context(creator)
+                try:
+                    creator = self._session.create_client(
+                        service, region_name=key[1], config=config
+                    )
+                    self._clients[key] = await self._stack.enter_async_context(creator)
+                except (BotoCoreError, ValueError) as exc:  # a profile, config file or endpoint
+                    raise AwsSettingsError(
+                        f"cannot make an AWS {service} client: {exc} (check AWS_PROFILE, "
+                        "AWS_CONFIG_FILE, AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_<SERVICE>)"
+                    ) from None
             return self._clients[key]

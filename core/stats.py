@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Protocol
+
+
+class HandlerInitError(Protocol):
+    """A failed init as the handler layer names it (Lambda's runtime error type and message)."""
+
+    error_type: str
+    message: str
 
 
 @dataclass
@@ -15,6 +23,11 @@ class MappingStats:
     state: str = "Creating"
     last_processing_result: str = "No records processed"
     last_error: str | None = None
+    """The source's last error, cleared by its next successful call; `/status` shows the
+    handler's init error here when the source has none."""
+    handler_error: str | None = None
+    """Why the handler cannot be loaded (Lambda's runtime error type: message), until it loads;
+    the mapping is not ready meanwhile."""
     polled: int = 0
     filtered_out: int = 0
     invoked: int = 0
@@ -49,7 +62,13 @@ class MappingStats:
     started_at: float = field(default_factory=time.time)
 
     def snapshot(self) -> dict[str, object]:
-        return asdict(self)
+        out = asdict(self)
+        out["last_error"] = self.last_error or self.handler_error
+        return out
+
+    def set_handler_error(self, error: HandlerInitError | None) -> None:
+        """Record the handler's init outcome: its error, or None once it has loaded."""
+        self.handler_error = None if error is None else f"{error.error_type}: {error.message}"
 
     @property
     def all_stuck(self) -> bool:

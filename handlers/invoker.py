@@ -8,6 +8,7 @@ never has to catch a handler's exceptions. Only cancellation propagates.
 from __future__ import annotations
 
 import abc
+import importlib
 import inspect
 import math
 import time
@@ -18,6 +19,7 @@ from typing import Any
 
 import anyio
 import orjson
+from sluiceway.core import function_logs
 from sluiceway.core.stats import MappingStats
 from sluiceway.core.telemetry import annotate_invocation
 from sluiceway.handlers.context import LambdaContext, new_log_stream_name
@@ -61,7 +63,15 @@ class Invoker(abc.ABC):
         """Run the handler once; handler failures are results, never exceptions."""
 
     async def warm(self) -> float | None:
-        """Load and initialise before the first invocation; the init duration when measured."""
+        """Load and initialise before the first invocation; the init duration when measured.
+
+        Raises HandlerLoadError when the handler's init fails."""
+        return None
+
+    @property
+    def init_error(self) -> HandlerLoadError | None:
+        """Why the handler's last init failed, until an init succeeds (every invoke fails with
+        it meanwhile, as Lambda's do); None for targets whose init runs elsewhere."""
         return None
 
     def has_room(self) -> bool:
@@ -123,11 +133,16 @@ class PythonInvoker(Invoker):
         """The init phase's thread: one import at a time, so a hung import is never repeated."""
         self._load_lock = anyio.Lock()
         self._loaded: LoadedHandler | None = None
+        self._init_error: HandlerLoadError | None = None
 
     @property
     def init_duration(self) -> float | None:
         """Seconds the handler module's first import took, once it has loaded."""
         return self._loaded.init_duration if self._loaded else None
+
+    @property
+    def init_error(self) -> HandlerLoadError | None:
+        return self._init_error
 
     def has_room(self) -> bool:
         """Whether another invocation would start at once rather than queue for a thread.
@@ -156,13 +171,17 @@ class PythonInvoker(Invoker):
 
         Raises HandlerLoadError; an invoke would report the same error as a FunctionError.
         """
-        return (await self._load()).init_duration
+        with function_logs.Invocation(None, self.function_name):  # what the import prints
+            return (await self._load()).init_duration
 
     async def invoke(self, event: dict[str, Any]) -> InvocationResult:
-        """Run the handler once with a fresh request id and context."""
+        """Run the handler once with a fresh request id and context; what it logs and prints is
+        tagged with them (core/function_logs.py)."""
         request_id = str(uuid.uuid4())
         annotate_invocation(request_id)
-        return with_request_id(await self._invoke(event, request_id), request_id)
+        with function_logs.Invocation(request_id, self.function_name):
+            result = await self._invoke(event, request_id)
+        return with_request_id(result, request_id)
 
     async def _invoke(self, event: dict[str, Any], request_id: str) -> InvocationResult:
         started = time.monotonic()
@@ -188,10 +207,17 @@ class PythonInvoker(Invoker):
         if self._loaded is None:
             async with self._load_lock:
                 if self._loaded is None:
-                    async with self._loader.reserve() as environment:
-                        self._loaded = await environment.run(
-                            load_handler, self.spec, self.code_path
-                        )
+                    if self._init_error is not None:  # a retry: see files created since
+                        importlib.invalidate_caches()
+                    try:
+                        async with self._loader.reserve() as environment:
+                            self._loaded = await environment.run(
+                                load_handler, self.spec, self.code_path
+                            )
+                    except HandlerLoadError as exc:
+                        self._init_error = exc
+                        raise
+                    self._init_error = None
         return self._loaded
 
     async def _run(

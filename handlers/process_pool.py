@@ -31,12 +31,14 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import orjson
+from sluiceway.core import function_logs
 from sluiceway.core.errors import SluicewayError
 from sluiceway.core.telemetry import annotate_invocation
 from sluiceway.handlers.invoker import EXIT_ERROR, TIMED_OUT, Invoker
 from sluiceway.handlers.loader import HandlerLoadError, code_root
 from sluiceway.handlers.results import FunctionError, InvocationResult, Returned, with_request_id
 from sluiceway.handlers.worker import OUT_OF_MEMORY, WorkerConfig
+from sluiceway.handlers.worker_output import LOG_MESSAGE, LogLine
 
 logger = logging.getLogger(__name__)
 
@@ -106,13 +108,28 @@ def _kill_live() -> None:
 
 
 def _receive(conn: Connection, timeout: float | None) -> Any:
-    """Wait for one message; None when `timeout` passes first. Runs in a worker thread."""
-    if timeout is not None and not conn.poll(max(0.0, timeout)):
-        return None
-    try:
-        return conn.recv()
-    except (EOFError, OSError):
-        raise WorkerGone() from None
+    """Wait for the worker's next answer; None when `timeout` passes first. What the function
+    logs or prints meanwhile goes into the service's log. Runs in a worker thread."""
+    deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+    while True:
+        if deadline is not None and not conn.poll(max(0.0, deadline - time.monotonic())):
+            return None
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            raise WorkerGone() from None
+        if message[0] != LOG_MESSAGE:
+            return message
+        line: LogLine = message[1]
+        function_logs.write(
+            line.logger,
+            line.level,
+            line.message,
+            line.request_id,
+            line.function_name,
+            created=line.created,
+            traceback=line.traceback,
+        )
 
 
 def _spawn(config: WorkerConfig, timeout: float) -> Worker | FunctionError:
@@ -164,6 +181,7 @@ class ProcessPoolInvoker(Invoker):
         """Seconds each worker took from spawn to ready, in start order."""
         self.init_durations: list[float] = []
         self.replaced = 0
+        self._init_error: HandlerLoadError | None = None
 
     @property
     def init_duration(self) -> float | None:
@@ -172,6 +190,10 @@ class ProcessPoolInvoker(Invoker):
     def has_room(self) -> bool:
         """Whether a worker is free now (pollers grow only while one is; see PythonInvoker)."""
         return self._slots.available_tokens > 0
+
+    @property
+    def init_error(self) -> HandlerLoadError | None:
+        return self._init_error
 
     async def warm(self) -> float:
         """Start every worker now (init once per worker) and return the first init duration.
@@ -200,6 +222,9 @@ class ProcessPoolInvoker(Invoker):
         if isinstance(worker, Worker):
             self.cold_starts.append(worker.cold_start)
             self.init_durations.append(worker.init_duration)
+            self._init_error = None
+        else:
+            self._init_error = HandlerLoadError(worker.error_type, worker.message)
         return worker
 
     async def invoke(self, event: dict[str, Any]) -> InvocationResult:

@@ -13,6 +13,7 @@ from typing import Any
 from sluiceway.core.errors import SluicewayError
 from sluiceway.core.stats import MappingStats
 from sluiceway.handlers.invoker import Invoker
+from sluiceway.handlers.loader import HandlerLoadError
 from sluiceway.handlers.results import InvocationResult, InvokeFailure
 
 
@@ -86,6 +87,10 @@ class ReservedInvoker(Invoker):
 
     async def warm(self) -> float | None:
         return await self.inner.warm()
+
+    @property
+    def init_error(self) -> HandlerLoadError | None:
+        return self.inner.init_error
 
     async def aclose(self) -> None:
         await self.inner.aclose()

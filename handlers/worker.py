@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
+from sluiceway.handlers import worker_output
 from sluiceway.handlers.loader import (
     IMPORT_MODULE_ERROR,
     HandlerLoadError,
@@ -96,6 +97,7 @@ def main(conn: Connection, config: WorkerConfig) -> None:
 
     log_stream_name = new_log_stream_name()
     os.environ.update(lambda_environment(config, log_stream_name))
+    worker_output.install(conn, config.function_name)  # the function's logs go to the service
     limit_memory(config.memory_size)
     started = time.perf_counter()
     try:
@@ -124,6 +126,7 @@ def main(conn: Connection, config: WorkerConfig) -> None:
         if request is None:
             return
         request_id, remaining, raw_event = request
+        worker_output.begin(request_id)
         context = LambdaContext(
             aws_request_id=request_id,
             function_name=config.function_name,
@@ -137,17 +140,20 @@ def main(conn: Connection, config: WorkerConfig) -> None:
             value: Any = loaded.fn(orjson.loads(raw_event), context)
             if inspect.isawaitable(value):
                 value = (loop or asyncio.new_event_loop()).run_until_complete(value)
+            worker_output.finish()
             result = marshal_response(value)
         except MemoryError:
             value = None
             conn.send(("error", OUT_OF_MEMORY, "Runtime exited: out of memory"))
             return  # Lambda replaces an environment that ran out of memory
         except SystemExit as exc:
+            worker_output.finish()
             conn.send(
                 ("error", "Runtime.ExitError", f"Runtime exited with error: exit status {exc.code}")
             )
             return
         except Exception as exc:
+            worker_output.finish()  # its partial lines, before its answer (the router logs the error)
             conn.send(("error", type(exc).__name__, str(exc), stack_trace(exc)))
             continue
         if isinstance(result, Returned):

@@ -15,6 +15,7 @@ and writes nothing more.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import sqlite3
@@ -95,20 +96,11 @@ class SqliteCheckpoints(CheckpointStore):
         path and what to do, never a traceback."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = self._lock()
         except FileExistsError as exc:  # a file where a directory should be
             raise self._unwritable("not a directory", exc.filename) from None
         except OSError as exc:
             raise self._unwritable(exc.strerror or str(exc), exc.filename) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise CheckpointLockError(
-                f"checkpoint file {self.path} is in use by another Sluiceway process "
-                f"(lock {self.lock_path} is held); stop that process, or give this one its own "
-                "file with SLUICEWAY_CHECKPOINTS__PATH"
-            ) from None
         self._lock_fd = fd
         try:
             os.ftruncate(fd, 0)
@@ -123,6 +115,33 @@ class SqliteCheckpoints(CheckpointStore):
             raise
         self._identity = (_identity(os.fstat(self._file_fd)), _identity(os.fstat(fd)))
         return self
+
+    def _lock(self) -> int:
+        """Take the lock file, which its owner removes on a clean close.
+
+        The lock taken must be on the file now at `lock_path`: a process that opened the file just
+        before its owner removed it would otherwise lock a file no one else can see."""
+        while True:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise CheckpointLockError(
+                    f"checkpoint file {self.path} is in use by another Sluiceway process "
+                    f"(lock {self.lock_path} is held); stop that process, or give this one its "
+                    "own file with SLUICEWAY_CHECKPOINTS__PATH"
+                ) from None
+            except OSError:
+                os.close(fd)
+                raise
+            try:
+                current: tuple[int, int] | None = _identity(os.stat(self.lock_path))
+            except FileNotFoundError:
+                current = None
+            if current == _identity(os.fstat(fd)):
+                return fd
+            os.close(fd)  # removed by its owner meanwhile: take the new one
 
     def _connect(self) -> sqlite3.Connection:
         """Open, migrate, and prove the file writable now rather than at the first checkpoint
@@ -269,9 +288,18 @@ class SqliteCheckpoints(CheckpointStore):
             os.close(self._file_fd)
             self._file_fd = None
         if self._lock_fd is not None:
+            self._remove_own_lock()
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             os.close(self._lock_fd)
             self._lock_fd = None
+
+    def _remove_own_lock(self) -> None:
+        """Remove the lock file on close (while still holding it), unless the path now names
+        another process's lock."""
+        assert self._lock_fd is not None
+        with contextlib.suppress(FileNotFoundError):
+            if _identity(os.stat(self.lock_path)) == _identity(os.fstat(self._lock_fd)):
+                os.unlink(self.lock_path)
 
     async def close(self) -> None:
         await anyio.to_thread.run_sync(self.close_sync, limiter=self._limiter)

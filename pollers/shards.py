@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Container, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal
 
 from sluiceway.pollers.positions import FinishedSubRecords, split
@@ -59,6 +60,22 @@ class StartPosition:
         if self.sequence is None or self.finished_through is None:
             return None
         return FinishedSubRecords(self.sequence, self.finished_through)
+
+    def __str__(self) -> str:
+        """As a user writes it: `TRIM_HORIZON`, `AT_TIMESTAMP 2026-01-01T00:00:00Z`,
+        `AFTER_SEQUENCE_NUMBER 4959…`."""
+        if self.timestamp is not None:
+            return f"{self.kind} {utc_text(self.timestamp)}"
+        if self.sequence is not None:
+            return f"{self.kind} {self.sequence}"
+        return self.kind
+
+
+def utc_text(timestamp: float) -> str:
+    """Unix seconds as ISO 8601 in UTC, with milliseconds only when there are any."""
+    moment = datetime.fromtimestamp(timestamp, UTC)
+    spec = "seconds" if moment.microsecond == 0 else "milliseconds"
+    return moment.replace(tzinfo=None).isoformat(timespec=spec) + "Z"
 
 
 TRIM_HORIZON = StartPosition("TRIM_HORIZON")

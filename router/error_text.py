@@ -65,12 +65,14 @@ def safe_error(error: FunctionError, records: Sequence[SourceRecord]) -> Functio
     return dataclasses.replace(error, message=message, stack_trace=tuple(frames))
 
 
-def describe(error: FunctionError) -> str:
-    """One log message: `Type: message`, then the stack trace when there is one."""
+def describe(error: FunctionError) -> tuple[str, str | None]:
+    """One log message, `Type: message`, and the traceback that follows it when there is one
+    (a JSON line's `exception` field; its own lines in text)."""
     text = f"{error.error_type}: {error.message}"
-    if error.stack_trace:
-        text += "\nTraceback (most recent call last):\n" + "".join(error.stack_trace).rstrip()
-    return text
+    if not error.stack_trace:
+        return text, None
+    frames = "".join(error.stack_trace).rstrip()
+    return text, f"Traceback (most recent call last):\n{frames}\n{text}"
 
 
 def body_fragments(events: Any) -> list[str]:

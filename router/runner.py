@@ -496,6 +496,7 @@ class BatchRunner:
             elapsed = time.monotonic() - started
             stats.duration_seconds += elapsed
             record_invocation(stats, elapsed, len(records))
+        stats.set_handler_error(self.invoker.init_error)  # readiness follows the handler's init
         outcome = interpret(result, item_ids(records), self.report_batch_item_failures)
         if require_state and isinstance(result, Returned) and not _has_state(result.payload):
             outcome = BatchFailed("the response has no state (a tumbling window needs one)")
@@ -509,15 +510,19 @@ class BatchRunner:
         """One line per failed invocation, whatever the target: the handler's error (cut and
         masked by `safe_error`), or why the batch failed without one."""
         if isinstance(result, FunctionError):
-            log.error(
-                "%s",
-                describe(result),
-                extra={
-                    "aws_request_id": result.request_id,
-                    "function_name": self.invoker.function_name or self.stats.mapping,
-                    "batch_size": size,
-                },
+            if not log.isEnabledFor(logging.ERROR):
+                return
+            message, traceback_text = describe(result)
+            extra = {
+                "aws_request_id": result.request_id,
+                "function_name": self.invoker.function_name or self.stats.mapping,
+                "batch_size": size,
+            }
+            record = log.makeRecord(
+                log.name, logging.ERROR, __file__, 0, "%s", (message,), None, extra=extra
             )
+            record.exc_text = traceback_text  # the handler's frames, as text: not our exception
+            log.handle(record)
         elif isinstance(result, InvokeFailure) and result.throttled:
             log.debug("batch of %d throttled: %s", size, outcome.reason)
         else:

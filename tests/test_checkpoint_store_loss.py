@@ -143,8 +143,14 @@ async def test_a_removed_store_stops_the_service_before_any_checkpoint_goes_into
 
 
 def _run_cli(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`run` with the start-up's INFO lines off, so stderr holds only what went wrong."""
     return subprocess.run(
-        [*SLUICEWAY, "run"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+        [*SLUICEWAY, "run"],
+        env={**env, "SLUICEWAY_LOG_LEVEL": "WARNING"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 

@@ -5,40 +5,19 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
-import urllib.request
-from typing import Any
 
 import anyio
 import pytest
 
+from tests.support.cli import SLUICEWAY, cli_env, free_port, get, reachable
 from tests.support.sqs import count_messages, eventually, make_queue, send, sqs_client
 from tests.support.streams import aws_client, make_stream
 
-SLUICEWAY = [sys.executable, "-m", "sluiceway.app"]
-
 
 def _env(moto_url: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICEWAY_")}
-    env.update({"AWS_ENDPOINT_URL": moto_url, "SLUICEWAY_LOG_FORMAT": "text", **extra})
-    return env
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _get(url: str) -> tuple[int, Any]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+    return cli_env(moto_url, SLUICEWAY_LOG_FORMAT="text", **extra)
 
 
 def test_invalid_configuration_names_the_variable_and_the_rule(moto_url: str) -> None:
@@ -49,7 +28,9 @@ def test_invalid_configuration_names_the_variable_and_the_rule(moto_url: str) ->
         SLUICEWAY_MAPPINGS__ORDERS__BATCH_SIZE="50",
         SLUICEWAY_MAPPINGS__ORDERS__SCALING_CONFIG__MAXIMUM_CONCURRENCY="1",
     )
-    result = subprocess.run([*SLUICEWAY, "run"], env=env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [*SLUICEWAY, "run"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 2
     assert "SLUICEWAY_MAPPINGS__ORDERS__BATCH_SIZE='50'" in result.stderr
     assert "1 to 10" in result.stderr
@@ -87,7 +68,7 @@ async def test_check_reaches_queues_and_loads_handlers(moto_url: str) -> None:
 async def test_run_serves_health_processes_messages_and_exits_cleanly_on_sigterm(
     moto_url: str,
 ) -> None:
-    port = _free_port()
+    port = free_port()
     async with sqs_client() as sqs:
         url, _ = await make_queue(sqs, "run")
         await send(sqs, url, [json.dumps({"type": "order", "id": i}) for i in range(5)])
@@ -103,11 +84,11 @@ async def test_run_serves_health_processes_messages_and_exits_cleanly_on_sigterm
             [*SLUICEWAY, "run"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         try:
-            await eventually(lambda: _reachable(port), timeout=30)
-            assert _get(f"http://127.0.0.1:{port}/healthz") == (200, {"status": "ok"})
+            await eventually(lambda: reachable(port), timeout=30)
+            assert get(f"http://127.0.0.1:{port}/healthz") == (200, {"status": "ok"})
 
             async def ready() -> bool:
-                return _get(f"http://127.0.0.1:{port}/readyz")[0] == 200
+                return get(f"http://127.0.0.1:{port}/readyz")[0] == 200
 
             await eventually(ready, timeout=30)
 
@@ -115,7 +96,7 @@ async def test_run_serves_health_processes_messages_and_exits_cleanly_on_sigterm
                 return await count_messages(sqs, url) == (0, 0)
 
             await eventually(drained, timeout=30)
-            status = _get(f"http://127.0.0.1:{port}/status")[1]
+            status = get(f"http://127.0.0.1:{port}/status")[1]
             assert status["orders"]["deleted"] == 5
             assert status["orders"]["init_duration_seconds"] is not None
             started = time.monotonic()
@@ -128,14 +109,6 @@ async def test_run_serves_health_processes_messages_and_exits_cleanly_on_sigterm
                 process.kill()
                 with anyio.fail_after(10):
                     await process.wait()
-
-
-def _reachable(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
 
 
 def test_demo_accounts_for_every_message_without_a_terminal() -> None:
@@ -190,4 +163,7 @@ async def test_stream_failure_settings_are_accepted_and_checked(moto_url: str) -
         result = await anyio.run_process([*SLUICEWAY, "check"], env=env, check=False)
     output = result.stdout.decode()
     assert result.returncode == 1
-    assert "FAIL clicks: on-failure destination arn:aws:sns:us-east-1:123456789012:no-such-topic" in output
+    assert (
+        "FAIL clicks: on-failure destination arn:aws:sns:us-east-1:123456789012:no-such-topic"
+        in output
+    )

@@ -100,7 +100,7 @@ def test_every_source_kind_loads_with_aws_defaults() -> None:
     checkpoints, http = settings.checkpoints, settings.http
     assert (checkpoints.backend, checkpoints.path) == ("sqlite", "./sluiceway.db")
     assert (http.enabled, http.host, http.port) == (True, "0.0.0.0", 8080)
-    assert (settings.log_level, settings.log_format) == ("INFO", "json")
+    assert (settings.log_level, settings.log_format) == ("INFO", None)  # None: by the terminal
 
 
 def test_documented_example_loads() -> None:

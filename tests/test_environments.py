@@ -117,9 +117,9 @@ async def test_a_mapping_whose_every_environment_is_stuck_is_not_ready() -> None
     stats.state = "Enabled"
     server = HttpServer(registry, "127.0.0.1", 0)
     stats.environments, stats.stuck_environments = 2, 1
-    assert server.ready() == (True, {"orders": "Enabled"})
+    assert server.ready() == (True, {"orders": "Enabled"}, {})
     stats.stuck_environments = 2
-    assert server.ready() == (False, {"orders": "Stuck"})
+    assert server.ready() == (False, {"orders": "Stuck"}, {})
 
 
 async def test_idle_threads_end_and_start_again_on_demand() -> None:

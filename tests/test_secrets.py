@@ -133,7 +133,7 @@ async def test_no_known_secret_or_body_leaves_the_running_service(moto_url: str)
         assert line["message"].startswith("RuntimeError: cannot charge [redacted] with secret")
         assert f"secret {MASK}" in line["message"]
     assert f"database password {MASK}" in {e["mapping"]: e for e in errors}["pay"]["message"]
-    assert "Traceback" in {e["mapping"]: e for e in errors}["refund"]["message"]
+    assert "Traceback" in {e["mapping"]: e for e in errors}["refund"]["exception"]
     assert _leaks(logs, values) == []
     assert _leaks(status, values) == []
     assert _leaks(metrics, values) == []
