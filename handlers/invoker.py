@@ -12,6 +12,7 @@ import inspect
 import logging
 import math
 import time
+import traceback
 import uuid
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
@@ -22,6 +23,7 @@ import anyio.to_thread
 import orjson
 from sluiceway.core.telemetry import annotate_invocation
 from sluiceway.handlers.context import LambdaContext, new_log_stream_name
+from sluiceway.handlers.invocation import current_options
 from sluiceway.handlers.loader import (
     HandlerLoadError,
     LoadedHandler,
@@ -135,8 +137,9 @@ class PythonInvoker(Invoker):
         return (await self._load()).init_duration
 
     async def invoke(self, event: dict[str, Any]) -> InvocationResult:
-        """Run the handler once with a fresh request id and context."""
-        request_id = str(uuid.uuid4())
+        """Run the handler once with a fresh request id (or the caller's) and context."""
+        options = current_options()
+        request_id = (options.request_id if options else None) or str(uuid.uuid4())
         annotate_invocation(request_id)
         return with_request_id(await self._invoke(event, request_id), request_id)
 
@@ -186,6 +189,9 @@ class PythonInvoker(Invoker):
             log_stream_name=self.log_stream_name,
             started=started,
         )
+        options = current_options()
+        if options is not None:
+            context.client_context = options.client_context_object()
         remaining = self.function_timeout - (time.monotonic() - started)
         with anyio.move_on_after(remaining) as scope:
             try:
@@ -226,7 +232,7 @@ class PythonInvoker(Invoker):
         else:
             error_type, message = type(e).__name__, str(e)
         logger.error("%s: %s", error_type, message, exc_info=e, extra=self._extra(request_id))
-        return FunctionError(error_type, message, duration)
+        return FunctionError(error_type, message, duration, stack_trace=_handler_frames(e))
 
     def _extra(self, request_id: str) -> dict[str, str]:
         return {"aws_request_id": request_id, "function_name": self.function_name}
@@ -267,6 +273,13 @@ def _json_default(obj: Any) -> Any:
             return math.nan  # written as null: JSON has no NaN or Infinity
         return orjson.Fragment(str(obj))
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+def _handler_frames(e: BaseException) -> tuple[str, ...]:
+    """The traceback below this module's own frames: the handler's, as Lambda lists them."""
+    frames = traceback.extract_tb(e.__traceback__)
+    last_ours = max((i for i, f in enumerate(frames) if f.filename == __file__), default=-1)
+    return tuple(traceback.format_list(frames[last_ours + 1 :]))
 
 
 def _json_copy(event: dict[str, Any]) -> dict[str, Any]:

@@ -33,6 +33,8 @@ class FunctionError:
     duration: float = 0.0
     function_error: str = "Unhandled"  # Lambda's X-Amz-Function-Error value
     request_id: str = field(default="", compare=False)
+    stack_trace: tuple[str, ...] = field(default=(), compare=False)
+    """The handler's frames, as Lambda's error payload lists them (in-process handlers)."""
 
 
 @dataclass(frozen=True, slots=True)
