@@ -26,9 +26,10 @@ def _run(_: argparse.Namespace) -> int:
 
     settings = _load_or_exit()
     configure_logging(settings.log_level, settings.log_format, log_bodies=settings.log_bodies)
-    if not settings.mappings:
+    if not settings.mappings and not settings.functions:
         print(
-            "sluiceway: no mappings configured (set SLUICEWAY_MAPPINGS__<NAME>__SOURCE and __HANDLER)",
+            "sluiceway: nothing to run: no mappings (SLUICEWAY_MAPPINGS__<NAME>__SOURCE and "
+            "__HANDLER) and no functions (SLUICEWAY_FUNCTIONS__<NAME>__HANDLER) are configured",
             file=sys.stderr,
         )
         return 2
@@ -74,6 +75,36 @@ def _import_sam(args: argparse.Namespace) -> int:
     return write_import(args)
 
 
+def _invoke(args: argparse.Namespace) -> int:
+    from sluiceway.app.invoke_cli import invoke_local, invoke_remote, read_payload
+
+    payload = read_payload(args.payload)
+    if args.local:
+        settings = _load_or_exit()
+        configure_logging("WARNING", "text")
+        return invoke_local(args, settings, payload)
+    return invoke_remote(args, _load_or_exit(), payload)
+
+
+def _add_invoke(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    invoke = sub.add_parser(
+        "invoke", help="invoke a function of a running service (or in this process with --local)"
+    )
+    invoke.add_argument("function", help="the function's name or ARN")
+    invoke.add_argument("--payload", help="the event: JSON, or @FILE to read it from a file")
+    invoke.add_argument(
+        "--invocation-type",
+        choices=["RequestResponse", "Event", "DryRun"],
+        default="RequestResponse",
+    )
+    invoke.add_argument("--log-type", choices=["None", "Tail"], default="None")
+    invoke.add_argument("--url", help="the service's HTTP address (default: this host's port)")
+    invoke.add_argument(
+        "--local", action="store_true", help="run the function in this process, not a service"
+    )
+    invoke.set_defaults(func=_invoke)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sluiceway", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -108,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         help="a template parameter value (repeatable)",
     )
     sam.set_defaults(func=_import_sam)
+    _add_invoke(sub)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))

@@ -9,7 +9,10 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+from sluiceway.app.function_host import FunctionHost
+from sluiceway.app.lambda_api import MAX_SYNC_PAYLOAD, LambdaApi
 from sluiceway.app.server import HttpServer
+from sluiceway.config.functions import FunctionConfig
 from sluiceway.config.mapping import MappingConfig
 from sluiceway.config.settings import Settings
 from sluiceway.core.aws import AwsClients
@@ -42,7 +45,7 @@ class UnsupportedMapping(SluicewayError):
 
 
 def build_invoker(
-    mapping: MappingConfig,
+    mapping: MappingConfig | FunctionConfig,
     settings: Settings,
     clients: AwsClients | None = None,
     reserved: ReservedPools | None = None,
@@ -116,6 +119,11 @@ class Service:
     handle_signals: bool = True
     pollers: dict[str, Poller] = field(default_factory=dict)
     invokers: dict[str, Invoker] = field(default_factory=dict)
+    """By mapping name; mappings of one function share its invoker."""
+    function_invokers: dict[str, Invoker] = field(default_factory=dict)
+    """By function name (lowercase): one invoker per function, for mappings and invokes alike."""
+    functions: FunctionHost | None = None
+    """The functions' Invoke API and asynchronous queue."""
     checkpoints: CheckpointStore | None = None
     """Shard positions of stream mappings; built from settings.checkpoints unless given."""
     _owns_checkpoints: bool = False
@@ -133,7 +141,8 @@ class Service:
             self._stop_requested.set()
 
     def _shutdown_budget(self) -> float:
-        timeouts = [m.function_timeout for m in self.settings.mappings.values()] or [0.0]
+        timeouts = [m.function_timeout for m in self.settings.mappings.values()]
+        timeouts += [f.timeout for f in self.settings.functions.values()] or [0.0]
         return max(timeouts) + SHUTDOWN_GRACE_SECONDS
 
     async def _watch_signals(self) -> None:
@@ -157,30 +166,51 @@ class Service:
         async with AwsClients(settings.aws_region) as clients:
             reserved = ReservedPools()  # reserved concurrency, shared by a function's mappings
             pacer = PollPacer(settings.idle_polls_per_second)  # one budget for every quiet shard
+            for name, function in settings.functions.items():
+                self.function_invokers[name] = build_invoker(function, settings, clients, reserved)
             for name, mapping in settings.mappings.items():
                 stats = self.registry.add(name, mapping.kind)
+                key = mapping.effective_function_name.lower()
                 if not mapping.enabled:
                     stats.state = "Disabled"
                     continue
-                invoker = self.invokers[name] = build_invoker(mapping, settings, clients, reserved)
+                invoker = self.function_invokers.get(key)
+                if invoker is None:
+                    invoker = build_invoker(mapping, settings, clients, reserved)
+                    self.function_invokers[key] = invoker
+                self.invokers[name] = invoker
                 self.pollers[name] = build_poller(
                     mapping, settings, clients, stats, invoker, self.checkpoints, pacer
                 )
+            self.functions = FunctionHost(settings, self.registry, clients, self.function_invokers)
             if self.metrics is None:
                 self.metrics, self._owns_metrics = Metrics.from_env(self.registry), True
             if self.metrics is not None:
                 self.metrics.activate()
             if settings.http.enabled:
                 routes = [("/metrics", self.metrics.handle)] if self.metrics is not None else []
+                api = LambdaApi(settings, self.functions, self.registry)
                 self.http = HttpServer(
-                    self.registry, settings.http.host, settings.http.port, extra_routes=routes
+                    self.registry,
+                    settings.http.host,
+                    settings.http.port,
+                    extra_routes=routes,
+                    installers=[api.install],
+                    client_max_size=MAX_SYNC_PAYLOAD + 1,
                 )
                 await self.http.start()
+                if settings.api.auth == "none":
+                    log.warning(
+                        "SLUICEWAY_API__AUTH=none: the Lambda API on port %d accepts unsigned "
+                        "requests from anyone who can reach it; use it only locally",
+                        self.http.port,
+                    )
             try:
                 async with anyio.create_task_group() as tg:
                     if self.handle_signals:
                         tg.start_soon(self._watch_signals)
                     tg.start_soon(self._run_pollers)
+                    await self.functions.run(tg)  # the asynchronous queue's reader
                     task_status.started()
                     await self._stop_requested.wait()
                     assert self._pollers_done is not None
@@ -199,6 +229,8 @@ class Service:
                     with anyio.CancelScope(shield=True):  # a last OTLP export may block
                         await anyio.to_thread.run_sync(self.metrics.shutdown)
                     self.metrics, self._owns_metrics = None, False
+                if self.functions is not None:
+                    await self.functions.aclose()
                 with anyio.CancelScope(shield=True):
                     await self._close_invokers()
                 if self.checkpoints is not None and self._owns_checkpoints:
@@ -208,22 +240,28 @@ class Service:
 
     async def _close_invokers(self) -> None:
         """Close pooled connections and stop worker processes."""
-        for invoker in self.invokers.values():
+        for invoker in self.function_invokers.values():
             await invoker.aclose()
 
-    async def _warm(self, name: str, invoker: Invoker) -> None:
+    async def _warm(self, function: str, invoker: Invoker) -> None:
         """Run each handler's init phase before its first batch, so no batch pays a cold start."""
         try:
-            self.registry.mappings[name].init_duration_seconds = await invoker.warm()
+            init = await invoker.warm()
         except HandlerLoadError as exc:
             # As in Lambda, every invocation will now fail with this error and be retried.
-            log.error("mapping %s: handler cannot be loaded: %s: %s", name, exc.error_type, exc)
+            log.error(
+                "function %s: handler cannot be loaded: %s: %s", function, exc.error_type, exc
+            )
+            return
+        for name, mapping_invoker in self.invokers.items():
+            if mapping_invoker is invoker:
+                self.registry.mappings[name].init_duration_seconds = init
 
     async def _run_pollers(self) -> None:
         assert self._pollers_done is not None
         try:
             async with anyio.create_task_group() as tg:
-                for name, invoker in self.invokers.items():
+                for name, invoker in self.function_invokers.items():
                     tg.start_soon(self._warm, name, invoker)
             async with anyio.create_task_group() as tg:
                 for name, poller in self.pollers.items():

@@ -59,7 +59,9 @@ class AsyncConfig(BaseModel):
         if self.backend == "sqs" and not self.queue:
             rule = "the sqs backend needs a queue: SLUICEWAY_ASYNC__QUEUE (URL or ARN)"
             problems.append(InitErrorDetails(type=rule_error(rule), loc=("queue",), input=None))
-        if self.backend == "sqs" and any(d > SQS_MAX_DELAY_SECONDS for d in self.retry_delays_seconds):
+        if self.backend == "sqs" and any(
+            d > SQS_MAX_DELAY_SECONDS for d in self.retry_delays_seconds
+        ):
             rule = "with the sqs backend each delay is at most 900 seconds (SQS's longest delay)"
             problems.append(
                 InitErrorDetails(

@@ -25,7 +25,13 @@ LOG_TAIL_BYTES = 4096
 class Client:
     """`context.client_context.client`, as Lambda's Python runtime builds it."""
 
-    __slots__ = ("app_package_name", "app_title", "app_version_code", "app_version_name", "installation_id")
+    __slots__ = (
+        "app_package_name",
+        "app_title",
+        "app_version_code",
+        "app_version_name",
+        "installation_id",
+    )
 
     def __init__(self, values: dict[str, Any]) -> None:
         self.installation_id = values.get("installation_id")
