@@ -31,7 +31,7 @@ from sluiceway.router.async_runner import AsyncFunction, build_async_function, e
 
 log = logging.getLogger(__name__)
 
-VISIBILITY_MARGIN_SECONDS = 60.0
+VISIBILITY_MARGIN_SECONDS = 10.0
 """sqs backend: an event in flight stays hidden for the longest function timeout plus this."""
 
 

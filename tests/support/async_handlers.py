@@ -36,4 +36,4 @@ def record(event: Any, context: Any) -> None:
     with open(os.path.join(_OUT, f"{os.getpid()}.jsonl"), "a") as out:
         out.write(json.dumps({"n": event["n"]}) + "\n")
         out.flush()
-    time.sleep(0.01)
+    time.sleep(float(os.environ.get("ASYNC_TEST_SLEEP", "0.01")))
