@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import orjson
 from anyio.abc import TaskGroup
 from sluiceway.config.functions import FunctionConfig
+from sluiceway.config.schedules import ScheduleConfig
 from sluiceway.config.settings import Settings
 from sluiceway.core.aws import AwsClients
 from sluiceway.core.stats import Registry
@@ -26,6 +28,7 @@ from sluiceway.handlers.invoker import Invoker
 from sluiceway.handlers.results import InvocationResult
 from sluiceway.pollers.async_queue import AsyncEventQueue, build_event_queue
 from sluiceway.pollers.async_reader import AsyncReader
+from sluiceway.pollers.schedules import scheduled_event
 from sluiceway.router.async_events import EXECUTED_VERSION, AsyncEvent
 from sluiceway.router.async_runner import AsyncFunction, build_async_function, event_of
 
@@ -99,7 +102,7 @@ class FunctionHost:
         functions, a shared SQS queue, or a queue file that exists; otherwise on the first
         Event invoke, so a mappings-only service creates nothing it does not use."""
         config = self.settings.async_
-        if config.backend == "sqs" or self.settings.functions:
+        if config.backend == "sqs" or self.settings.functions or self.settings.schedules:
             return True
         return Path(self.settings.checkpoints.path).expanduser().exists()
 
@@ -158,6 +161,21 @@ class FunctionHost:
     ) -> InvocationResult:
         """A RequestResponse invoke: the function's result as it returned it."""
         return await run_invocation(self.invokers[config.name.lower()], config, payload, options)
+
+    async def fire_schedule(self, name: str, schedule: ScheduleConfig, tick: float) -> None:
+        """A schedule's tick: EventBridge's scheduled event (or its INPUT), invoked as an Event."""
+        config = self.function(schedule.function_name)
+        if config is None:  # validated at load; kept for safety
+            log.error("schedule %s: no function %s", name, schedule.function_name)
+            return
+        if schedule.input is not None:
+            payload = schedule.input.encode()
+        else:
+            region, account = config.home(self.settings.aws_region)
+            event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"sluiceway:schedule:{name}:{tick}"))
+            event = scheduled_event(name, tick, region=region, account=account, event_id=event_id)
+            payload = orjson.dumps(event)
+        await self.enqueue(config, payload)
 
     def pending(self) -> dict[str, Any]:
         return {"backend": self.settings.async_.backend, "open": self.queue is not None}

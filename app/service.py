@@ -26,10 +26,11 @@ from sluiceway.handlers.reserved import ReservedPools
 from sluiceway.handlers.targets import TargetError, build_target
 from sluiceway.pollers.checkpoints import CheckpointStore, MemoryCheckpoints
 from sluiceway.pollers.checkpoints_sqlite import CheckpointLockError, SqliteCheckpoints
-from sluiceway.pollers.leases import LeaseTableError
+from sluiceway.pollers.leases import LeaseTableError, replica_id
 from sluiceway.pollers.pacing import PollPacer
 from sluiceway.pollers.poller import Poller
 from sluiceway.pollers.probes import STREAM_APIS
+from sluiceway.pollers.schedules import LeaseTableTicks, LocalTicks, ScheduleTicker, TickClaims
 from sluiceway.pollers.sqs import SqsPoller
 from sluiceway.pollers.stream_poller import StreamPoller
 from sluiceway.router.runner import build_runner
@@ -124,6 +125,7 @@ class Service:
     """By function name (lowercase): one invoker per function, for mappings and invokes alike."""
     functions: FunctionHost | None = None
     """The functions' Invoke API and asynchronous queue."""
+    ticker: ScheduleTicker | None = None
     checkpoints: CheckpointStore | None = None
     """Shard positions of stream mappings; built from settings.checkpoints unless given."""
     _owns_checkpoints: bool = False
@@ -159,7 +161,8 @@ class Service:
         if self._stop_flag:
             self._stop_requested.set()
         streams = [m for m in settings.mappings.values() if m.enabled and m.kind != "sqs"]
-        if streams and self.checkpoints is None:
+        shared_ticks = bool(settings.schedules) and settings.checkpoints.backend == "dynamodb"
+        if (streams or shared_ticks) and self.checkpoints is None:
             self.checkpoints = build_checkpoints(settings)
             self._owns_checkpoints = True
             await _start_checkpoints(self.checkpoints)
@@ -211,6 +214,9 @@ class Service:
                         tg.start_soon(self._watch_signals)
                     tg.start_soon(self._run_pollers)
                     await self.functions.run(tg)  # the asynchronous queue's reader
+                    self.ticker = self._ticker(clients)
+                    if self.ticker is not None:
+                        tg.start_soon(self.ticker.run)
                     task_status.started()
                     await self._stop_requested.wait()
                     assert self._pollers_done is not None
@@ -237,6 +243,16 @@ class Service:
                     with anyio.CancelScope(shield=True):
                         await self.checkpoints.close()
                     self.checkpoints, self._owns_checkpoints = None, False
+
+    def _ticker(self, clients: AwsClients) -> ScheduleTicker | None:
+        """The schedules' ticks; with a shared lease table, one replica fires each."""
+        settings = self.settings
+        if not settings.schedules or self.functions is None:
+            return None
+        claims: TickClaims = LocalTicks()
+        if settings.checkpoints.backend == "dynamodb" and settings.checkpoints.table:
+            claims = LeaseTableTicks(clients, settings.checkpoints.table, replica_id())
+        return ScheduleTicker(settings.schedules, claims, self.functions.fire_schedule)
 
     async def _close_invokers(self) -> None:
         """Close pooled connections and stop worker processes."""

@@ -49,6 +49,7 @@ from sluiceway.config.functions import FunctionConfig
 from sluiceway.config.invocation import ApiConfig, AsyncConfig
 from sluiceway.config.mapping import MappingConfig
 from sluiceway.config.report import Provenance
+from sluiceway.config.schedules import ScheduleConfig
 from sluiceway.config.sources import TABLE_NAME
 
 Backend = Literal["sqlite", "dynamodb", "memory"]
@@ -136,6 +137,8 @@ class Settings(BaseSettings):
     """Where accepted asynchronous invokes wait, and the spacing of their retries."""
     api: ApiConfig = ApiConfig()
     """The Invoke API's authentication."""
+    schedules: dict[MappingName, ScheduleConfig] = {}
+    """EventBridge-style schedules, each invoking a function asynchronously at every tick."""
     checkpoints: CheckpointsConfig = CheckpointsConfig()
     http: HttpConfig = HttpConfig()
     log_level: Annotated[LogLevel, normalise_case(str.upper)] = "INFO"
@@ -155,7 +158,7 @@ class Settings(BaseSettings):
     config_file: str | None = None
     """The file named by SLUICEWAY_CONFIG_FILE, for display; it is read before validation."""
 
-    @field_validator("mappings", "functions", mode="before")
+    @field_validator("mappings", "functions", "schedules", mode="before")
     @classmethod
     def _case_insensitive_names(cls, value: Any) -> Any:
         if not isinstance(value, dict):
@@ -179,6 +182,21 @@ class Settings(BaseSettings):
         if problems:
             raise ValidationError.from_exception_data(type(self).__name__, problems)
         self.mappings.update(resolved)
+        table = self.function_table()
+        unknown = [
+            InitErrorDetails(
+                type=rule_error(
+                    f"names no function (functions: {', '.join(sorted(table)) or 'none'}); "
+                    "declare it with SLUICEWAY_FUNCTIONS__<NAME>__HANDLER"
+                ),
+                loc=("schedules", name, "function_name"),
+                input=schedule.function_name,
+            )
+            for name, schedule in self.schedules.items()
+            if schedule.function_name.lower() not in table
+        ]
+        if unknown:
+            raise ValidationError.from_exception_data(type(self).__name__, unknown)
         return self
 
     def function_table(self) -> dict[str, FunctionConfig]:
