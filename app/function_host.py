@@ -172,7 +172,7 @@ class FunctionHost:
             payload = schedule.input.encode()
         else:
             region, account = config.home(self.settings.aws_region)
-            event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"sluiceway:schedule:{name}:{tick}"))
+            event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"sluiceway:schedule:{name}:{int(tick)}"))
             event = scheduled_event(name, tick, region=region, account=account, event_id=event_id)
             payload = orjson.dumps(event)
         await self.enqueue(config, payload)

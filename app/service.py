@@ -30,7 +30,13 @@ from sluiceway.pollers.leases import LeaseTableError, replica_id
 from sluiceway.pollers.pacing import PollPacer
 from sluiceway.pollers.poller import Poller
 from sluiceway.pollers.probes import STREAM_APIS
-from sluiceway.pollers.schedules import LeaseTableTicks, LocalTicks, ScheduleTicker, TickClaims
+from sluiceway.pollers.schedules import (
+    Clock,
+    LeaseTableTicks,
+    LocalTicks,
+    ScheduleTicker,
+    TickClaims,
+)
 from sluiceway.pollers.sqs import SqsPoller
 from sluiceway.pollers.stream_poller import StreamPoller
 from sluiceway.router.runner import build_runner
@@ -126,6 +132,8 @@ class Service:
     functions: FunctionHost | None = None
     """The functions' Invoke API and asynchronous queue."""
     ticker: ScheduleTicker | None = None
+    schedule_clock: Clock | None = None
+    """The schedules' clock; wall-clock time unless given (tests run a faster one)."""
     checkpoints: CheckpointStore | None = None
     """Shard positions of stream mappings; built from settings.checkpoints unless given."""
     _owns_checkpoints: bool = False
@@ -252,7 +260,9 @@ class Service:
         claims: TickClaims = LocalTicks()
         if settings.checkpoints.backend == "dynamodb" and settings.checkpoints.table:
             claims = LeaseTableTicks(clients, settings.checkpoints.table, replica_id())
-        return ScheduleTicker(settings.schedules, claims, self.functions.fire_schedule)
+        return ScheduleTicker(
+            settings.schedules, claims, self.functions.fire_schedule, self.schedule_clock
+        )
 
     async def _close_invokers(self) -> None:
         """Close pooled connections and stop worker processes."""

@@ -102,6 +102,16 @@ def tick_time(tick: float) -> str:
     return datetime.fromtimestamp(tick, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+class Clock:
+    """Wall-clock time, and sleeping until a moment of it (tests run a faster one)."""
+
+    def now(self) -> float:
+        return time.time()
+
+    async def sleep_until(self, moment: float) -> None:
+        await anyio.sleep(max(0.0, moment - self.now()))
+
+
 class ScheduleTicker:
     """One loop per enabled schedule, asleep until its next tick."""
 
@@ -110,12 +120,12 @@ class ScheduleTicker:
         schedules: Mapping[str, ScheduleConfig],
         claims: TickClaims,
         fire: Fire,
-        clock: Callable[[], float] = time.time,
+        clock: Clock | None = None,
     ) -> None:
         self.schedules = {n: s for n, s in schedules.items() if s.enabled}
         self.claims = claims
         self.fire = fire
-        self.clock = clock
+        self.clock = clock or Clock()
         self.fired: dict[str, int] = {name: 0 for name in self.schedules}
 
     async def run(self) -> None:
@@ -125,10 +135,10 @@ class ScheduleTicker:
 
     async def _loop(self, name: str, config: ScheduleConfig) -> None:
         schedule = config.schedule
-        moment = self.clock()
+        moment = self.clock.now()
         while True:
             tick = schedule.next_after(moment)
-            await anyio.sleep(max(0.0, tick - self.clock()))
+            await self.clock.sleep_until(tick)
             try:
                 if await self.claims.claim(name, tick):
                     await self.fire(name, config, tick)

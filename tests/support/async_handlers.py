@@ -37,3 +37,11 @@ def record(event: Any, context: Any) -> None:
         out.write(json.dumps({"n": event["n"]}) + "\n")
         out.flush()
     time.sleep(float(os.environ.get("ASYNC_TEST_SLEEP", "0.01")))
+
+
+TICKS: list[tuple[Any, float, str]] = []
+"""(event, when invoked, function name) of every `tick` invocation in this process."""
+
+
+def tick(event: Any, context: Any) -> None:
+    TICKS.append((event, time.time(), context.function_name))
