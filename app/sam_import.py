@@ -1,7 +1,9 @@
 """`sluiceway import-sam`: Sluiceway mappings from a SAM or CloudFormation template.
 
 Every SQS, Kinesis and DynamoDB event source — a function's `Events` of those types, and
-`AWS::Lambda::EventSourceMapping` resources — becomes a mapping with the same properties. The
+`AWS::Lambda::EventSourceMapping` resources — becomes a mapping with the same properties. A
+function's `Schedule` and `ScheduleV2` events become schedules of the function, declared on its
+own (its mappings then name it). The
 function's Handler and CodeUri become an in-process handler; an image function becomes an HTTP
 target (its container run beside Sluiceway, RIE on port 8080). Whatever cannot be carried over is
 listed in the report, never dropped silently.
@@ -19,6 +21,18 @@ from sluiceway.app.sam_intrinsics import Resolver, Unresolved, load_template
 
 FUNCTION_TYPES = ("AWS::Serverless::Function", "AWS::Lambda::Function")
 EVENT_TYPES = {"SQS": "sqs", "Kinesis": "kinesis", "DynamoDB": "dynamodb"}
+SCHEDULE_TYPES = ("Schedule", "ScheduleV2")
+_FUNCTION_KEYS = {
+    "handler": "handler",
+    "code_path": "code_path",
+    "function_timeout": "timeout",
+    "memory_size": "memory_size",
+    "environment": "environment",
+    "isolation": "isolation",
+    "reserved_concurrency": "reserved_concurrent_executions",
+}
+"""A mapping's handler field -> the same setting of a declared function."""
+_SCHEDULE_HANDLED = ("Schedule", "ScheduleExpression", "Input", "Enabled", "State", "Name")
 
 # Event source property -> mapping field; the values are carried over as they are.
 _PROPERTIES = {
@@ -44,11 +58,16 @@ class ImportReport:
     """What was written, and what could not be carried over (one line each)."""
 
     mappings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    functions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Functions declared on their own: those a schedule invokes."""
+    schedules: dict[str, dict[str, Any]] = field(default_factory=dict)
     not_carried: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def text(self) -> str:
         lines = [f"{len(self.mappings)} mapping(s): {', '.join(self.mappings) or 'none'}"]
+        if self.schedules:
+            lines.append(f"{len(self.schedules)} schedule(s): {', '.join(self.schedules)}")
         lines += [f"not carried over: {line}" for line in self.not_carried]
         lines += [f"note: {line}" for line in self.notes]
         return "\n".join(lines)
@@ -73,11 +92,20 @@ class _Importer:
             properties = resource.get("Properties") or {}
             if kind == "AWS::Serverless::Function":
                 for event_name, event in (properties.get("Events") or {}).items():
+                    if event.get("Type") in SCHEDULE_TYPES:
+                        self._schedule(
+                            f"{logical}.Events.{event_name}",
+                            f"{logical}-{event_name}",
+                            logical,
+                            event,
+                        )
+                        continue
                     source_kind = EVENT_TYPES.get(event.get("Type", ""))
                     if source_kind is None:
                         self.report.not_carried.append(
                             f"{logical}.Events.{event_name}: event type {event.get('Type')} "
-                            "(only SQS, Kinesis and DynamoDB are event source mappings)"
+                            "(SQS, Kinesis and DynamoDB become mappings; Schedule and "
+                            "ScheduleV2 schedules)"
                         )
                         continue
                     where = f"{logical}.Events.{event_name}"
@@ -89,7 +117,53 @@ class _Importer:
                 self._mapping(logical, logical, function, properties)
         for note in self.resolver.notes:
             self._note_once(note)
+        self._name_declared_functions()
         return self.report
+
+    def _schedule(self, where: str, name: str, function: str, event: dict[str, Any]) -> None:
+        """A Schedule or ScheduleV2 event: the function, declared on its own, and a schedule."""
+        props = event.get("Properties") or {}
+        key = "Schedule" if event.get("Type") == "Schedule" else "ScheduleExpression"
+        expression = self._resolved(where, props.get(key), key)
+        if not expression:
+            self.report.not_carried.append(f"{where}: the whole schedule (no {key})")
+            return
+        fields: dict[str, Any] = {}
+        if not self._function_fields(where, function, fields):
+            return
+        function_name = fields.pop("function_name")
+        self.report.functions[function_name] = {
+            _FUNCTION_KEYS[k]: v for k, v in fields.items() if k in _FUNCTION_KEYS
+        }
+        schedule: dict[str, Any] = {
+            "schedule_expression": expression,
+            "function_name": function_name,
+        }
+        payload = self._resolved(where, props.get("Input"), "Input")
+        if payload is not None:
+            schedule["input"] = payload if isinstance(payload, str) else json.dumps(payload)
+        if "Enabled" in props:
+            schedule["enabled"] = bool(self._resolved(where, props["Enabled"], "Enabled"))
+        elif "State" in props:
+            schedule["enabled"] = self._resolved(where, props["State"], "State") == "ENABLED"
+        timezone = props.get("ScheduleExpressionTimezone")
+        if timezone not in (None, "UTC", "Etc/UTC"):
+            self.report.not_carried.append(
+                f"{where}: ScheduleExpressionTimezone {timezone} (schedules run in UTC)"
+            )
+        for prop in props:
+            if prop not in (*_SCHEDULE_HANDLED, "ScheduleExpressionTimezone"):
+                self.report.not_carried.append(f"{where}: {prop}")
+        self.report.schedules[_mapping_name(name)] = schedule
+
+    def _name_declared_functions(self) -> None:
+        """Mappings of a function declared on its own name it rather than repeat its handler
+        (one function has one set of handler settings)."""
+        declared = {name.lower() for name in self.report.functions}
+        for mapping in self.report.mappings.values():
+            if str(mapping.get("function_name", "")).lower() in declared:
+                for key in _FUNCTION_KEYS:
+                    mapping.pop(key, None)
 
     def _function_logical_id(self, reference: Any) -> str | None:
         """The template's function a FunctionName refers to (Ref, GetAtt, or its name)."""
@@ -268,12 +342,21 @@ def _function_name(name: str) -> str:
 # ---------------------------------------------------------------- writing
 
 
-def to_toml(mappings: dict[str, dict[str, Any]]) -> str:
-    """The mappings as a Sluiceway TOML config file."""
-    lines = ["# Written by `sluiceway import-sam`; every key is a mapping field (README.md)."]
-    for name, fields in mappings.items():
-        lines.append(f"\n[mappings.{name}]")
-        lines.extend(f"{key} = {_toml_value(value)}" for key, value in fields.items())
+def to_toml(
+    mappings: dict[str, dict[str, Any]],
+    functions: dict[str, dict[str, Any]] | None = None,
+    schedules: dict[str, dict[str, Any]] | None = None,
+) -> str:
+    """The mappings (and functions and schedules) as a Sluiceway TOML config file."""
+    lines = ["# Written by `sluiceway import-sam`; every key is a setting (README.md)."]
+    for section, entries in (
+        ("functions", functions or {}),
+        ("mappings", mappings),
+        ("schedules", schedules or {}),
+    ):
+        for name, fields in entries.items():
+            lines.append(f"\n[{section}.{name}]")
+            lines.extend(f"{key} = {_toml_value(value)}" for key, value in fields.items())
     return "\n".join(lines) + "\n"
 
 
@@ -292,17 +375,26 @@ def _toml_value(value: Any) -> str:
     raise TypeError(f"cannot write {type(value).__name__} to TOML")
 
 
-def to_env(mappings: dict[str, dict[str, Any]]) -> str:
-    """The mappings as an env file (`KEY=value` lines, as docker compose's env_file reads them)."""
+def to_env(
+    mappings: dict[str, dict[str, Any]],
+    functions: dict[str, dict[str, Any]] | None = None,
+    schedules: dict[str, dict[str, Any]] | None = None,
+) -> str:
+    """The settings as an env file (`KEY=value` lines, as docker compose's env_file reads them)."""
     lines = ["# Written by `sluiceway import-sam`."]
-    for name, fields in mappings.items():
-        prefix = f"SLUICEWAY_MAPPINGS__{name.upper()}__"
-        for key, value in fields.items():
-            if key in ("scaling_config", "destination_config"):
-                for path, leaf in _flatten(value):
-                    lines.append(f"{prefix}{key.upper()}__{path}={_env_value(leaf)}")
-            else:
-                lines.append(f"{prefix}{key.upper()}={_env_value(value)}")
+    for section, entries in (
+        ("FUNCTIONS", functions or {}),
+        ("MAPPINGS", mappings),
+        ("SCHEDULES", schedules or {}),
+    ):
+        for name, fields in entries.items():
+            prefix = f"SLUICEWAY_{section}__{name.upper()}__"
+            for key, value in fields.items():
+                if key in ("scaling_config", "destination_config"):
+                    for path, leaf in _flatten(value):
+                        lines.append(f"{prefix}{key.upper()}__{path}={_env_value(leaf)}")
+                else:
+                    lines.append(f"{prefix}{key.upper()}={_env_value(value)}")
     return "\n".join(lines) + "\n"
 
 
@@ -337,10 +429,11 @@ def write_import(args: Any) -> int:
         print(f"sluiceway: {exc}", file=sys.stderr)
         return 2
     output_format = args.format or ("env" if str(args.output or "").endswith(".env") else "toml")
-    text = to_env(report.mappings) if output_format == "env" else to_toml(report.mappings)
+    write = to_env if output_format == "env" else to_toml
+    text = write(report.mappings, report.functions, report.schedules)
     if args.output:
         Path(args.output).write_text(text)
     else:
         sys.stdout.write(text)
     print(report.text(), file=sys.stderr)
-    return 0 if report.mappings else 1
+    return 0 if report.mappings or report.schedules else 1

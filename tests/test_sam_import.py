@@ -39,20 +39,24 @@ def test_every_sqs_kinesis_and_dynamodb_event_source_becomes_a_mapping() -> None
 
 
 def test_sqs_properties_and_function_settings_are_carried_over() -> None:
-    orders = imported().mappings["orders_function_orders"]
-    assert orders == {
-        "source": f"arn:aws:sqs:{REGION}:{ACCOUNT}:orders-prod",
-        "function_name": "orders-prod",
+    report = imported()
+    # the function has schedules, so it is declared on its own and its mappings name it
+    assert report.functions["orders-prod"] == {
         "handler": "app.lambda_handler",
         "code_path": str(FIXTURES / "src" / "orders"),
-        "function_timeout": 30,  # Globals
+        "timeout": 30,  # Globals
         "memory_size": 1024,  # the function's own, over Globals
-        "reserved_concurrency": 5,
+        "reserved_concurrent_executions": 5,
         "isolation": "process",
         "environment": {
             "TABLE_NAME": "users",
             "QUEUE_URL": f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/orders-prod",
         },
+    }
+    orders = report.mappings["orders_function_orders"]
+    assert orders == {
+        "source": f"arn:aws:sqs:{REGION}:{ACCOUNT}:orders-prod",
+        "function_name": "orders-prod",
         "batch_size": 50,  # !Ref to a parameter's default
         "maximum_batching_window_in_seconds": 5,
         "function_response_types": ["ReportBatchItemFailures"],
@@ -103,7 +107,8 @@ def test_stream_properties_are_carried_over() -> None:
 def test_the_report_names_what_could_not_be_carried_over() -> None:
     report = imported()
     text = report.text()
-    assert "OrdersFunction.Events.Nightly: event type Schedule" in text
+    assert "event type Schedule" not in text
+    assert "OrdersFunction.Events.Weekly: ScheduleExpressionTimezone Europe/Paris" in text
     assert "KinesisStreamConsumer" in text
     assert "runtime nodejs20.x cannot run in-process" in text
     assert "function property Tracing" in text
@@ -117,11 +122,11 @@ def test_the_written_config_loads(tmp_path: Path, suffix: str) -> None:
     report = imported()
     output = tmp_path / f"sluiceway{suffix}"
     if suffix == ".toml":
-        output.write_text(to_toml(report.mappings))
+        output.write_text(to_toml(report.mappings, report.functions, report.schedules))
         assert tomllib.loads(output.read_text())["mappings"] == report.mappings
         settings = load_toml(output)
     else:
-        output.write_text(to_env(report.mappings))
+        output.write_text(to_env(report.mappings, report.functions, report.schedules))
         env = dict(
             line.split("=", 1)
             for line in output.read_text().splitlines()
@@ -136,6 +141,20 @@ def test_the_written_config_loads(tmp_path: Path, suffix: str) -> None:
     assert orders.scaling_config is not None and orders.scaling_config.maximum_concurrency == 20
     assert orders.environment["TABLE_NAME"] == "users" and orders.isolation == "process"
     assert settings.mappings["streams_function_users"].kind == "dynamodb"
+    assert set(settings.schedules) == {"orders_function_nightly", "orders_function_weekly"}
+    nightly = settings.schedules["orders_function_nightly"]
+    assert (nightly.schedule_expression, nightly.enabled, nightly.input) == (
+        "rate(1 day)",
+        True,
+        None,
+    )
+    weekly = settings.schedules["orders_function_weekly"]
+    assert weekly.schedule_expression == "cron(0 6 ? * MON *)" and not weekly.enabled
+    assert weekly.input == '{"report": "weekly"}'
+    function = settings.functions[nightly.function_name.lower()]
+    assert function.handler == "app.lambda_handler" and function.memory_size == 1024
+    assert function.reserved_concurrent_executions == 5
+    assert orders.function_name == nightly.function_name  # the mapping names the function
 
 
 def test_a_json_template_with_event_source_mapping_resources(tmp_path: Path) -> None:
