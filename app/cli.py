@@ -46,7 +46,10 @@ def _check(_: argparse.Namespace) -> int:
 
     settings = _load_or_exit()
     configure_logging("WARNING", "text")
-    print(f"configuration ok: {len(settings.mappings)} mapping(s)")
+    print(
+        f"configuration ok: {len(settings.mappings)} mapping(s), "
+        f"{len(settings.functions)} function(s), {len(settings.schedules)} schedule(s)"
+    )
     results = anyio.run(run_checks, settings)
     for result in results:
         print(result.line())

@@ -344,3 +344,27 @@ async def test_a_destination_that_refuses_is_retried_and_counted(
             await anyio.sleep(0.2)
         with sqlite3.connect(tmp_path / "sluiceway.db") as db:
             assert db.execute("SELECT COUNT(*) FROM async_events").fetchone()[0] == 0
+
+
+async def test_check_loads_declared_functions_and_reaches_their_destinations(
+    tmp_path: Path, moto_url: str
+) -> None:
+    from sluiceway.app.check import run_checks
+    from sluiceway.config import load_settings
+
+    async with sqs_client() as sqs:
+        url, _ = await make_queue(sqs, "checked")
+        env = {
+            "AWS_REGION": "us-east-1",
+            **function_env(
+                "echo",
+                handler=f"{H}:echo",
+                destination_config__on_success__destination=await queue_arn(sqs, url),
+                dead_letter_config__target_arn="arn:aws:sqs:us-east-1:123456789012:missing-dlq",
+            ),
+        }
+        results = await run_checks(load_settings(env))
+    lines = [r.line() for r in results]
+    assert any(line.startswith("ok   function echo: handler") for line in lines), lines
+    assert any(line.startswith("ok   function echo: on-success destination") for line in lines), lines
+    assert any(line.startswith("FAIL function echo: dead-letter queue") for line in lines), lines
