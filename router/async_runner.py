@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,14 +98,16 @@ class AsyncFunction:
     on_success: AsyncDestination | None = None
     on_failure: AsyncDestination | None = None
     dead_letter: DeadLetterQueue | None = None
+    clock: Callable[[], float] = time.time
+    """Epoch seconds (tests use their own)."""
 
     @property
     def name(self) -> str:
         return self.config.name
 
-    async def run(self, event: AsyncEvent, now: float | None = None) -> AsyncSettlement:
+    async def run(self, event: AsyncEvent) -> AsyncSettlement:
         """Invoke `event` once (unless it is too old or the function is off) and decide."""
-        now = time.time() if now is None else now
+        now = self.clock()
         if event.age(now) >= self.config.maximum_event_age_in_seconds:
             await self._give_up(event, EVENT_AGE_EXCEEDED, "Event age exceeded", now)
             return Finished()
@@ -114,7 +117,7 @@ class AsyncFunction:
         self.stats.async_event_age_ms = event.age(now) * 1000
         result = await self._invoke(event)
         after = event.after(result)
-        finished_at = time.time()
+        finished_at = self.clock()
         if isinstance(result, Returned):
             await self._deliver(self.on_success, after, SUCCESS, finished_at)
             return Finished()
