@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import sys
 import uuid
 from pathlib import Path
@@ -91,10 +92,15 @@ def invoke_local(args: argparse.Namespace, settings: Settings, payload: bytes) -
         invoker = build_target(config, settings)
         options = InvocationOptions(request_id=str(uuid.uuid4()), tail=args.log_type == "Tail")
         try:
-            result = await run_invocation(invoker, config, payload, options)
+            # the function's own output goes to stderr: stdout is the payload, as a file would be
+            with contextlib.redirect_stdout(sys.stderr):
+                result = await run_invocation(invoker, config, payload, options)
         finally:
             await invoker.aclose()
-        log = base64.b64encode(options.log_tail().encode()).decode() if options.tail else None
+        log = None
+        if options.tail:  # the output was already written to stderr as it happened
+            log = base64.b64encode(options.log_tail().encode()).decode()
+            sys.stderr.write("--- log tail ---\n")
         if isinstance(result, InvokeFailure):
             raise InvokeError(f"the function could not be invoked: {result.reason}")
         if isinstance(result, FunctionError):
