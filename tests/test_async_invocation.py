@@ -366,5 +366,71 @@ async def test_check_loads_declared_functions_and_reaches_their_destinations(
         results = await run_checks(load_settings(env))
     lines = [r.line() for r in results]
     assert any(line.startswith("ok   function echo: handler") for line in lines), lines
-    assert any(line.startswith("ok   function echo: on-success destination") for line in lines), lines
+    assert any(line.startswith("ok   function echo: on-success destination") for line in lines), (
+        lines
+    )
     assert any(line.startswith("FAIL function echo: dead-letter queue") for line in lines), lines
+
+
+async def test_s3_and_function_destinations(tmp_path: Path, moto_url: str) -> None:
+    """A failure record as an S3 object under aws/lambda/async/<function>/, and a success
+    record as the event of another function's asynchronous invoke."""
+    session = get_session()
+    bucket = unique("failures").lower()
+    async with session.create_client("s3", region_name="us-east-1") as s3:
+        await s3.create_bucket(Bucket=bucket)
+        env = base_env(tmp_path)
+        env.update(
+            function_env(
+                "fail",
+                handler=f"{H}:fail",
+                maximum_retry_attempts=0,
+                destination_config__on_failure__destination=f"arn:aws:s3:::{bucket}",
+            )
+        )
+        env.update(
+            function_env(
+                "first",
+                handler=f"{H}:echo",
+                destination_config__on_success__destination=(
+                    "arn:aws:lambda:us-east-1:000000000000:function:ticker"
+                ),
+            )
+        )
+        env.update(function_env("ticker", handler=f"{H}:tick"))
+        async_handlers.TICKS.clear()
+        async with serving(env) as service:
+            client = lambda_client(service)
+            await call(
+                client, "invoke", FunctionName="fail", InvocationType="Event", Payload=b'{"s3": 1}'
+            )
+            await call(
+                client,
+                "invoke",
+                FunctionName="first",
+                InvocationType="Event",
+                Payload=b'{"chain": 1}',
+            )
+
+            async def stored() -> list[dict[str, Any]]:
+                return (await s3.list_objects_v2(Bucket=bucket)).get("Contents", [])
+
+            async def one_object() -> bool:
+                return len(await stored()) == 1
+
+            await eventually(one_object, timeout=15)
+            await eventually(lambda: len(async_handlers.TICKS) == 1, timeout=15)
+            key = (await stored())[0]["Key"]
+            body = await (await s3.get_object(Bucket=bucket, Key=key))["Body"].read()
+    assert re.match(
+        r"^aws/lambda/async/fail/\d{4}/\d\d/\d\d/\d{4}-\d\d-\d\dT\d\d\.\d\d\.\d\d-[0-9a-f-]{36}$",
+        key,
+    )
+    record = json.loads(body)
+    assert_shaped_like(record, ASYNC_FAILURE)
+    assert record["requestPayload"] == {"s3": 1}
+    chained, _, name = async_handlers.TICKS[0]
+    assert name == "ticker"
+    assert_shaped_like(chained, ASYNC_SUCCESS)
+    assert chained["requestPayload"] == {"chain": 1}
+    assert chained["requestContext"]["functionArn"].endswith(":function:first:$LATEST")
