@@ -7,8 +7,10 @@ worker processes are the function's, not a caller's.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import sqlite3
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -36,6 +38,18 @@ log = logging.getLogger(__name__)
 
 VISIBILITY_MARGIN_SECONDS = 10.0
 """sqs backend: an event in flight stays hidden for the longest function timeout plus this."""
+
+
+def has_pending_events(path: Path) -> bool:
+    """Whether a queue file holds events from an earlier run (read-only; no file, no events)."""
+    if not path.exists():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
+            row = db.execute("SELECT EXISTS (SELECT 1 FROM async_events)").fetchone()
+    except sqlite3.Error:
+        return False  # no async_events table: a checkpoint file only
+    return bool(row and row[0])
 
 
 def find_function(functions: dict[str, FunctionConfig], name: str) -> FunctionConfig | None:
@@ -104,12 +118,12 @@ class FunctionHost:
         config = self.settings.async_
         if config.backend == "sqs" or self.settings.functions or self.settings.schedules:
             return True
-        return Path(self.settings.checkpoints.path).expanduser().exists()
+        return has_pending_events(Path(self.settings.checkpoints.path).expanduser())
 
     async def run(self, task_group: TaskGroup) -> None:
         """Start the queue's reader in `task_group` now, or once the first event arrives."""
         self._task_group = task_group
-        if self.queue_wanted_at_start():
+        if await anyio.to_thread.run_sync(self.queue_wanted_at_start):
             await self._open_queue()
 
     async def _open_queue(self) -> AsyncEventQueue:

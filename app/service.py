@@ -230,8 +230,13 @@ class Service:
                     assert self._pollers_done is not None
                     for poller in self.pollers.values():
                         poller.stop()
+                    reader = self.functions.reader if self.functions is not None else None
+                    if reader is not None:
+                        reader.stop()  # asynchronous events in flight finish and are settled
                     with anyio.move_on_after(self._shutdown_budget()) as scope:
                         await self._pollers_done.wait()
+                        if reader is not None:
+                            await reader.stopped.wait()
                     if scope.cancelled_caught:
                         log.warning("shutdown budget spent; abandoning batches still in flight")
                     tg.cancel_scope.cancel()

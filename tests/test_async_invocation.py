@@ -157,8 +157,8 @@ async def test_retries_wait_the_configured_delays(tmp_path: Path, moto_url: str)
         await eventually(lambda: async_handlers.CALLS.get(request_id) == 3, timeout=10)
         third = time.monotonic() - started
         await eventually(lambda: stats.async_events_dropped == 1, timeout=10)
-    assert 0.5 <= second < 1.4
-    assert 1.5 <= third < 2.9
+    assert 0.5 <= second < 2.5  # upper bounds leave room for a loaded machine
+    assert 1.5 <= third < 4.5
 
 
 async def test_sns_and_eventbridge_destinations(tmp_path: Path, moto_url: str) -> None:
