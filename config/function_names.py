@@ -12,7 +12,12 @@ from typing import TYPE_CHECKING
 
 from pydantic_core import InitErrorDetails
 from sluiceway.config.fields import rule_error
-from sluiceway.config.functions import FunctionConfig, function_of_mapping, mapping_fields_of
+from sluiceway.config.functions import (
+    FUNCTION_FIELDS_FROM_MAPPING,
+    FunctionConfig,
+    function_of_mapping,
+    mapping_fields_of,
+)
 
 if TYPE_CHECKING:
     from sluiceway.config.mapping import MappingConfig
@@ -64,14 +69,27 @@ def resolve_functions(
             continue
         key = mapping.effective_function_name.lower()
         other = declared_by.get(key)
-        if other is not None and mappings[other].handler != mapping.handler:
-            rule = (
-                f"function {mapping.effective_function_name} already has handler "
-                f"{mappings[other].handler!r} (mapping {other}); one function has one handler"
-            )
-            problems.append(_problem(("mappings", name, "handler"), mapping.handler, rule))
+        if other is not None:
+            problems.extend(_same_function(name, mapping, other, mappings[other]))
         declared_by.setdefault(key, name)
     return problems, resolved
+
+
+def _same_function(
+    name: str, mapping: MappingConfig, other_name: str, other: MappingConfig
+) -> list[InitErrorDetails]:
+    """Two mappings of one function must give it the same handler settings: it has one
+    invoker, shared by both."""
+    for attr in FUNCTION_FIELDS_FROM_MAPPING.values():
+        mine, theirs = getattr(mapping, attr), getattr(other, attr)
+        if mine != theirs:
+            rule = (
+                f"function {mapping.effective_function_name} has {attr}={theirs!r} in mapping "
+                f"{other_name}; one function has one set of handler settings (declare it once "
+                "with SLUICEWAY_FUNCTIONS__<NAME>__* and name it from both mappings)"
+            )
+            return [_problem(("mappings", name, attr), mine, rule)]
+    return []
 
 
 def all_functions(
