@@ -119,6 +119,19 @@ def test_a_mapping_level_handler_declares_its_own_function() -> None:
             "is declared by SLUICEWAY_FUNCTIONS__ORDERS__*",
         ),
         (
+            {
+                "SLUICEWAY_MAPPINGS__A__SOURCE": QUEUE,
+                "SLUICEWAY_MAPPINGS__A__HANDLER": HANDLER,
+                "SLUICEWAY_MAPPINGS__A__FUNCTION_NAME": "shared",
+                "SLUICEWAY_MAPPINGS__B__SOURCE": QUEUE,
+                "SLUICEWAY_MAPPINGS__B__HANDLER": HANDLER,
+                "SLUICEWAY_MAPPINGS__B__FUNCTION_NAME": "shared",
+                "SLUICEWAY_MAPPINGS__B__FUNCTION_TIMEOUT": "9",
+            },
+            "SLUICEWAY_MAPPINGS__B__FUNCTION_TIMEOUT",
+            "one function has one set of handler settings",
+        ),
+        (
             {"SLUICEWAY_ASYNC__BACKEND": "sqs"},
             "SLUICEWAY_ASYNC__QUEUE",
             "the sqs backend needs a queue",
