@@ -189,7 +189,7 @@ class FunctionConfig(_Section):
 
     @property
     def arn(self) -> str:
-        """The function's ARN with `$LATEST`, as invocation records name it."""
+        """The function's unqualified ARN (invocation records add `:$LATEST`)."""
         from sluiceway.config.sources import partition_for_region
 
         partition = partition_for_region(self._region)
