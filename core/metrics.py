@@ -12,7 +12,7 @@ sluiceway_concurrent_executions, sluiceway_concurrency_target, sluiceway_init_du
 sluiceway_iterator_age_milliseconds, sluiceway_leases. Per function (label `function`), for
 asynchronous invocation: sluiceway_async_events_received_total, sluiceway_async_events_dropped_total,
 sluiceway_async_event_age_milliseconds, sluiceway_async_<invocations|errors|throttles|
-destination_delivered|destination_delivery_failures>_total.
+destination_delivered|destination_delivery_failures|dead_letter_errors>_total.
 """
 
 from __future__ import annotations
@@ -82,7 +82,11 @@ ASYNC_COUNTERS: dict[str, tuple[str, str]] = {
     ),
     "sluiceway_async_destination_delivery_failures": (
         "destination_delivery_failures",
-        "Failed sends to a destination or DLQ, retried (DestinationDeliveryFailures)",
+        "Failed sends to a destination, retried (DestinationDeliveryFailures)",
+    ),
+    "sluiceway_async_dead_letter_errors": (
+        "dead_letter_errors",
+        "Failed sends to the dead-letter queue, retried (DeadLetterErrors)",
     ),
 }
 """Per function (label `function`): OpenTelemetry counter name -> (FunctionStats field, text)."""

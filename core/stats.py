@@ -62,8 +62,9 @@ class FunctionStats:
     throttles: int = 0
     destination_delivered: int = 0
     destination_delivery_failures: int = 0
-    """DestinationDeliveryFailures: sends to a destination or DLQ that failed (and were retried)."""
+    """DestinationDeliveryFailures: sends to a destination that failed (and were retried)."""
     dead_letter_errors: int = 0
+    """DeadLetterErrors: sends to the dead-letter queue that failed (and were retried)."""
 
     def snapshot(self) -> dict[str, object]:
         return asdict(self)

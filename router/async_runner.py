@@ -232,6 +232,9 @@ def build_async_function(
     def delivery_failed(_: BaseException) -> None:
         stats.destination_delivery_failures += 1
 
+    def dead_letter_failed(_: BaseException) -> None:
+        stats.dead_letter_errors += 1
+
     def destination(ref: Any) -> AsyncDestination | None:
         if ref is None:
             return None
@@ -252,5 +255,7 @@ def build_async_function(
         retry_delays=tuple(retry_delays),
         on_success=destination(config.on_success),
         on_failure=destination(config.on_failure),
-        dead_letter=DeadLetterQueue(dead_letter, clients, delivery_failed) if dead_letter else None,
+        dead_letter=DeadLetterQueue(dead_letter, clients, dead_letter_failed)
+        if dead_letter
+        else None,
     )
