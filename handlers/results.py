@@ -34,7 +34,8 @@ class FunctionError:
     function_error: str = "Unhandled"  # Lambda's X-Amz-Function-Error value
     request_id: str = field(default="", compare=False)
     stack_trace: tuple[str, ...] = field(default=(), compare=False)
-    """The handler's frames, as Lambda's error payload lists them (in-process handlers)."""
+    """Lambda's `stackTrace`: the handler's frames, innermost last, as its runtime formats them
+    (empty for errors without one, such as a timeout)."""
 
 
 @dataclass(frozen=True, slots=True)
