@@ -342,21 +342,12 @@ def _function_name(name: str) -> str:
 # ---------------------------------------------------------------- writing
 
 
-def to_toml(
-    mappings: dict[str, dict[str, Any]],
-    functions: dict[str, dict[str, Any]] | None = None,
-    schedules: dict[str, dict[str, Any]] | None = None,
-) -> str:
-    """The mappings (and functions and schedules) as a Sluiceway TOML config file."""
-    lines = ["# Written by `sluiceway import-sam`; every key is a setting (README.md)."]
-    for section, entries in (
-        ("functions", functions or {}),
-        ("mappings", mappings),
-        ("schedules", schedules or {}),
-    ):
-        for name, fields in entries.items():
-            lines.append(f"\n[{section}.{name}]")
-            lines.extend(f"{key} = {_toml_value(value)}" for key, value in fields.items())
+def to_toml(mappings: dict[str, dict[str, Any]]) -> str:
+    """The mappings as a Sluiceway TOML config file."""
+    lines = ["# Written by `sluiceway import-sam`; every key is a mapping field (README.md)."]
+    for name, fields in mappings.items():
+        lines.append(f"\n[mappings.{name}]")
+        lines.extend(f"{key} = {_toml_value(value)}" for key, value in fields.items())
     return "\n".join(lines) + "\n"
 
 
@@ -375,27 +366,42 @@ def _toml_value(value: Any) -> str:
     raise TypeError(f"cannot write {type(value).__name__} to TOML")
 
 
-def to_env(
-    mappings: dict[str, dict[str, Any]],
-    functions: dict[str, dict[str, Any]] | None = None,
-    schedules: dict[str, dict[str, Any]] | None = None,
-) -> str:
-    """The settings as an env file (`KEY=value` lines, as docker compose's env_file reads them)."""
+def to_env(mappings: dict[str, dict[str, Any]]) -> str:
+    """The mappings as an env file (`KEY=value` lines, as docker compose's env_file reads them)."""
     lines = ["# Written by `sluiceway import-sam`."]
-    for section, entries in (
-        ("FUNCTIONS", functions or {}),
-        ("MAPPINGS", mappings),
-        ("SCHEDULES", schedules or {}),
-    ):
+    for name, fields in mappings.items():
+        prefix = f"SLUICEWAY_MAPPINGS__{name.upper()}__"
+        for key, value in fields.items():
+            if key in ("scaling_config", "destination_config"):
+                for path, leaf in _flatten(value):
+                    lines.append(f"{prefix}{key.upper()}__{path}={_env_value(leaf)}")
+            else:
+                lines.append(f"{prefix}{key.upper()}={_env_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def sections_toml(
+    functions: dict[str, dict[str, Any]], schedules: dict[str, dict[str, Any]]
+) -> str:
+    """Declared functions and schedules as TOML sections, after the mappings'."""
+    lines: list[str] = []
+    for section, entries in (("functions", functions), ("schedules", schedules)):
+        for name, fields in entries.items():
+            lines.append(f"\n[{section}.{name}]")
+            lines.extend(f"{key} = {_toml_value(value)}" for key, value in fields.items())
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def sections_env(functions: dict[str, dict[str, Any]], schedules: dict[str, dict[str, Any]]) -> str:
+    """Declared functions and schedules as env-file lines, after the mappings'."""
+    lines: list[str] = []
+    for section, entries in (("FUNCTIONS", functions), ("SCHEDULES", schedules)):
         for name, fields in entries.items():
             prefix = f"SLUICEWAY_{section}__{name.upper()}__"
-            for key, value in fields.items():
-                if key in ("scaling_config", "destination_config"):
-                    for path, leaf in _flatten(value):
-                        lines.append(f"{prefix}{key.upper()}__{path}={_env_value(leaf)}")
-                else:
-                    lines.append(f"{prefix}{key.upper()}={_env_value(value)}")
-    return "\n".join(lines) + "\n"
+            lines.extend(
+                f"{prefix}{key.upper()}={_env_value(value)}" for key, value in fields.items()
+            )
+    return "\n".join(lines) + "\n" if lines else ""
 
 
 def _flatten(value: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
@@ -429,8 +435,9 @@ def write_import(args: Any) -> int:
         print(f"sluiceway: {exc}", file=sys.stderr)
         return 2
     output_format = args.format or ("env" if str(args.output or "").endswith(".env") else "toml")
-    write = to_env if output_format == "env" else to_toml
-    text = write(report.mappings, report.functions, report.schedules)
+    text = to_env(report.mappings) if output_format == "env" else to_toml(report.mappings)
+    sections = sections_env if output_format == "env" else sections_toml
+    text += sections(report.functions, report.schedules)
     if args.output:
         Path(args.output).write_text(text)
     else:

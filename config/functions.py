@@ -8,6 +8,7 @@ govern asynchronous invocation.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -21,14 +22,37 @@ from sluiceway.config.fields import (
     normalise_case,
     rule_error,
 )
-from sluiceway.config.sources import (
-    AsyncDestinationRef,
-    DestinationRef,
-    parse_async_destination,
-    parse_destination,
-)
+from sluiceway.config.sources import ACCOUNT, PARTITION, REGION, DestinationRef, parse_destination
 
 Isolation = Literal["thread", "process"]
+AsyncDestinationRef = DestinationRef
+_FUNCTION_ARN = re.compile(
+    rf"^arn:{PARTITION}:lambda:{REGION}:{ACCOUNT}:function:(?P<n>[A-Za-z0-9_-]{{1,64}})"
+    r"(?::(?:\$LATEST|[A-Za-z0-9_-]{1,128}))?$"
+)
+ASYNC_DESTINATION_FORMS = (
+    "an SQS queue ARN, an SNS topic ARN, an EventBridge event bus ARN, an S3 bucket ARN "
+    "(arn:aws:s3:::BUCKET, on failure only) or a Lambda function ARN "
+    "(arn:aws:lambda:REGION:ACCOUNT:function:NAME)"
+)
+
+
+def parse_async_destination(value: str) -> DestinationRef:
+    """Parse an asynchronous invocation's destination: a mapping's kinds, or a function."""
+    text = value.strip()
+    if match := _FUNCTION_ARN.match(text):
+        return DestinationRef("lambda", text, match["n"])
+    try:
+        return parse_destination(text)
+    except ValueError as exc:
+        if text.startswith("arn:") and ":lambda:" in text:
+            raise ValueError(
+                "must look like arn:aws:lambda:REGION:ACCOUNT:function:NAME "
+                "(REGION such as us-east-1, ACCOUNT 12 digits)"
+            ) from None
+        if str(exc).startswith("must be "):
+            raise ValueError(f"must be {ASYNC_DESTINATION_FORMS}") from None
+        raise
 DEFAULT_ACCOUNT = "000000000000"
 """The account in a declared function's ARN (records, context): a function declared here belongs
 to no AWS account."""

@@ -52,7 +52,6 @@ _DYNAMODB_ARN = _arn("dynamodb", r"table/(?P<t>[^:/]+)(?:/stream/(?P<l>[^/]+))?"
 _SNS_ARN = _arn("sns", r"(?P<n>[^:/]+)")
 _S3_ARN = _arn("s3", r"(?P<n>[^:/]+)", regional=False)
 _BUS_ARN = _arn("events", r"event-bus/(?P<n>[^:]+)")
-_FUNCTION_ARN = _arn("lambda", r"function:(?P<n>[A-Za-z0-9_-]{1,64})(?::(?P<q>\$LATEST|[A-Za-z0-9_-]{1,128}))?")
 # sqs.eu-west-1.amazonaws.com, sqs.cn-north-1.amazonaws.com.cn, sqs.us-east-1.api.aws,
 # sqs.us-east-1.localhost.localstack.cloud, and the legacy eu-west-1.queue.amazonaws.com
 _HOST_REGION = (
@@ -168,34 +167,6 @@ def parse_destination(value: str) -> DestinationRef:
         name = _checked(match["n"], *_BUS)
         return DestinationRef("events", text, name)
     raise ValueError(_near_miss(text, _DESTINATION_ARN_FORMS) or f"must be {DESTINATION_FORMS}")
-
-
-ASYNC_DESTINATION_FORMS = (
-    "an SQS queue ARN, an SNS topic ARN, an EventBridge event bus ARN, an S3 bucket ARN "
-    "(arn:aws:s3:::BUCKET, on failure only) or a Lambda function ARN "
-    "(arn:aws:lambda:REGION:ACCOUNT:function:NAME)"
-)
-
-
-def parse_async_destination(value: str) -> DestinationRef:
-    """Parse an asynchronous invocation's destination: a mapping's kinds, or a function."""
-    text = value.strip()
-    if match := _FUNCTION_ARN.match(text):
-        return DestinationRef("lambda", text, match["n"])
-    try:
-        return parse_destination(text)
-    except ValueError as exc:
-        if text.startswith("arn:") and ":lambda:" in text:
-            raise ValueError(
-                "must look like arn:aws:lambda:REGION:ACCOUNT:function:NAME "
-                "(REGION such as us-east-1, ACCOUNT 12 digits)"
-            ) from None
-        if str(exc).startswith("must be "):
-            raise ValueError(f"must be {ASYNC_DESTINATION_FORMS}") from None
-        raise
-
-
-AsyncDestinationRef = DestinationRef
 
 
 def _parse_queue_url(url: str, default_region: str) -> SourceRef:

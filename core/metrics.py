@@ -9,10 +9,7 @@ sluiceway_throttles_total, sluiceway_<polled|filtered_out|invoked|failed_invoke|
 destination_delivered>_events_total, sluiceway_destination_delivery_failures_total,
 sluiceway_duration_seconds (histogram), sluiceway_batch_size (histogram),
 sluiceway_concurrent_executions, sluiceway_concurrency_target, sluiceway_init_duration_seconds,
-sluiceway_iterator_age_milliseconds, sluiceway_leases. Per function (label `function`), for
-asynchronous invocation: sluiceway_async_events_received_total, sluiceway_async_events_dropped_total,
-sluiceway_async_event_age_milliseconds, sluiceway_async_<invocations|errors|throttles|
-destination_delivered|destination_delivery_failures|dead_letter_errors>_total.
+sluiceway_iterator_age_milliseconds, sluiceway_leases.
 """
 
 from __future__ import annotations
@@ -89,7 +86,9 @@ ASYNC_COUNTERS: dict[str, tuple[str, str]] = {
         "Failed sends to the dead-letter queue, retried (DeadLetterErrors)",
     ),
 }
-"""Per function (label `function`): OpenTelemetry counter name -> (FunctionStats field, text)."""
+"""Per function (label `function`), for asynchronous invocation: OpenTelemetry counter name ->
+(FunctionStats field, text); Prometheus adds `_total`. Beside them the gauge
+sluiceway_async_event_age_milliseconds (AsyncEventAge)."""
 
 
 def _labels(stats: MappingStats) -> dict[str, str]:

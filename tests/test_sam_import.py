@@ -8,7 +8,13 @@ from typing import Any
 
 import pytest
 from sluiceway.app.cli import main
-from sluiceway.app.sam_import import import_template, to_env, to_toml
+from sluiceway.app.sam_import import (
+    import_template,
+    sections_env,
+    sections_toml,
+    to_env,
+    to_toml,
+)
 from sluiceway.config import ConfigError, load_settings
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sam"
@@ -122,11 +128,15 @@ def test_the_written_config_loads(tmp_path: Path, suffix: str) -> None:
     report = imported()
     output = tmp_path / f"sluiceway{suffix}"
     if suffix == ".toml":
-        output.write_text(to_toml(report.mappings, report.functions, report.schedules))
+        output.write_text(
+            to_toml(report.mappings) + sections_toml(report.functions, report.schedules)
+        )
         assert tomllib.loads(output.read_text())["mappings"] == report.mappings
         settings = load_toml(output)
     else:
-        output.write_text(to_env(report.mappings, report.functions, report.schedules))
+        output.write_text(
+            to_env(report.mappings) + sections_env(report.functions, report.schedules)
+        )
         env = dict(
             line.split("=", 1)
             for line in output.read_text().splitlines()
