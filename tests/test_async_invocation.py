@@ -434,3 +434,41 @@ async def test_s3_and_function_destinations(tmp_path: Path, moto_url: str) -> No
     assert_shaped_like(chained, ASYNC_SUCCESS)
     assert chained["requestPayload"] == {"chain": 1}
     assert chained["requestContext"]["functionArn"].endswith(":function:first:$LATEST")
+
+
+async def test_an_sns_dead_letter_topic_gets_the_event_and_its_attributes(
+    tmp_path: Path, moto_url: str
+) -> None:
+    session = get_session()
+    async with sqs_client() as sqs, session.create_client("sns", region_name="us-east-1") as sns:
+        subscriber, _ = await make_queue(sqs, "dead-topic")
+        topic = (await sns.create_topic(Name=unique("dead")))["TopicArn"]
+        await sns.subscribe(
+            TopicArn=topic,
+            Protocol="sqs",
+            Endpoint=await queue_arn(sqs, subscriber),
+            Attributes={"RawMessageDelivery": "true"},
+        )
+        env = base_env(tmp_path)
+        env.update(
+            function_env(
+                "fail",
+                handler=f"{H}:fail",
+                maximum_retry_attempts=0,
+                dead_letter_config__target_arn=topic,
+            )
+        )
+        async with serving(env) as service:
+            response = await call(
+                lambda_client(service),
+                "invoke",
+                FunctionName="fail",
+                InvocationType="Event",
+                Payload=b'{"via": "topic"}',
+            )
+            dead = (await received(sqs, subscriber, 1))[0]
+    assert dead["Body"] == '{"via": "topic"}'
+    attributes = dead["MessageAttributes"]
+    assert attributes["RequestID"]["StringValue"] == response["ResponseMetadata"]["RequestId"]
+    assert attributes["ErrorCode"] == {"StringValue": "200", "DataType": "Number"}
+    assert attributes["ErrorMessage"]["StringValue"] == "Test exception (this is intentional)"
