@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import anyio
 from sluiceway.app.target_checks import reach_http, reach_lambda
+from sluiceway.config.functions import FunctionConfig
 from sluiceway.config.mapping import MappingConfig
 from sluiceway.config.settings import Settings
 from sluiceway.config.sources import DestinationRef, names_placeholder_region
@@ -50,7 +51,7 @@ async def _check_source(mapping: MappingConfig, clients: AwsClients) -> CheckRes
 
 
 async def _check_handler(
-    mapping: MappingConfig,
+    mapping: MappingConfig | FunctionConfig,
     settings: Settings,
     clients: AwsClients,
     isolation: tuple[str, str | None],
@@ -61,9 +62,9 @@ async def _check_handler(
     what = f"handler {handler}"
     if mapping.handler_kind in ("http", "lambda"):
         if mapping.handler_kind == "http":
-            ok, detail = await reach_http(mapping)
+            ok, detail = await reach_http(mapping)  # type: ignore[arg-type]
         else:
-            ok, detail = await reach_lambda(mapping, clients)
+            ok, detail = await reach_lambda(mapping, clients)  # type: ignore[arg-type]
         return CheckResult(mapping.name, what, ok, detail)
     try:
         invoker = build_target(mapping, settings, clients)
@@ -108,21 +109,53 @@ async def _check_destination(mapping: MappingConfig, clients: AwsClients) -> Che
     ref = mapping.on_failure_destination
     if ref is None:
         return None
-    what = f"on-failure destination {ref.arn}"
+    return await _check_target(mapping.name, f"on-failure destination {ref.arn}", ref, clients)
+
+
+async def _check_function(
+    function: FunctionConfig,
+    settings: Settings,
+    clients: AwsClients,
+    isolation: tuple[str, str | None],
+) -> list[CheckResult]:
+    """A declared function: its handler loads, and its destinations and DLQ exist."""
+    label = f"function {function.name}"
+    result = await _check_handler(function, settings, clients, isolation)
+    results = [CheckResult(label, result.what, result.ok, result.detail)]
+    targets = [
+        ("on-success destination", function.on_success),
+        ("on-failure destination", function.on_failure),
+        ("dead-letter queue", function.dead_letter),
+    ]
+    for what, ref in targets:
+        if ref is None:
+            continue
+        if ref.kind == "lambda":
+            known = ref.name.lower() in settings.function_table()
+            where = "a function of this service" if known else "a Lambda function (Invoke)"
+            results.append(CheckResult(label, f"{what} {ref.arn}", True, where))
+            continue
+        results.append(await _check_target(label, f"{what} {ref.arn}", ref, clients))
+    return results
+
+
+async def _check_target(
+    owner: str, what: str, ref: DestinationRef, clients: AwsClients
+) -> CheckResult:
     try:
         with anyio.fail_after(CHECK_TIMEOUT_SECONDS):
-            return CheckResult(mapping.name, what, True, await _reach_destination(ref, clients))
+            return CheckResult(owner, what, True, await _reach_destination(ref, clients))
     except TimeoutError:
-        return CheckResult(mapping.name, what, False, "no answer within 15s")
+        return CheckResult(owner, what, False, "no answer within 15s")
     except Exception as exc:
-        return CheckResult(mapping.name, what, False, f"{error_code(exc)}: {exc}")
+        return CheckResult(owner, what, False, f"{error_code(exc)}: {exc}")
 
 
 async def run_checks(settings: Settings) -> list[CheckResult]:
     results: list[CheckResult] = []
-    isolations = isolation_for(settings.mappings.values())
-    for mapping in settings.mappings.values():  # a handler's init error may quote them
-        known_secrets.add_environment(mapping.environment)
+    isolations = isolation_for([*settings.mappings.values(), *settings.functions.values()])
+    for config in [*settings.mappings.values(), *settings.functions.values()]:
+        known_secrets.add_environment(config.environment)  # a handler's init error may quote them
     async with AwsClients(settings.aws_region) as clients:
         await register_aws_credentials(clients.session)
         for mapping in settings.mappings.values():
@@ -132,4 +165,8 @@ async def run_checks(settings: Settings) -> list[CheckResult]:
             destination = await _check_destination(mapping, clients)
             if destination is not None:
                 results.append(destination)
+        for function in settings.functions.values():
+            results.extend(
+                await _check_function(function, settings, clients, isolations[function.name])
+            )
     return results

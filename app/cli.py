@@ -97,7 +97,10 @@ def _check(_: argparse.Namespace) -> int:
     settings = _load_or_exit()
     configure_logging("WARNING", "text")
     preflight(settings)
-    print(f"configuration ok: {len(settings.mappings)} mapping(s)")
+    print(
+        f"configuration ok: {len(settings.mappings)} mapping(s), "
+        f"{len(settings.functions)} function(s), {len(settings.schedules)} schedule(s)"
+    )
     results = anyio.run(run_checks, settings)
     for result in results:
         print(result.line())
@@ -175,6 +178,36 @@ def _add_redrive(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     redrive.add_argument("--dry-run", action="store_true", help="say what would happen, do nothing")
     redrive.set_defaults(func=_redrive)
 
+
+
+def _invoke(args: argparse.Namespace) -> int:
+    from sluiceway.app.invoke_cli import invoke_local, invoke_remote, read_payload
+
+    payload = read_payload(args.payload)
+    if args.local:
+        settings = _load_or_exit()
+        configure_logging("WARNING", "text")
+        return invoke_local(args, settings, payload)
+    return invoke_remote(args, _load_or_exit(), payload)
+
+
+def _add_invoke(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    invoke = sub.add_parser(
+        "invoke", help="invoke a function of a running service (or in this process with --local)"
+    )
+    invoke.add_argument("function", help="the function's name or ARN")
+    invoke.add_argument("--payload", help="the event: JSON, or @FILE to read it from a file")
+    invoke.add_argument(
+        "--invocation-type",
+        choices=["RequestResponse", "Event", "DryRun"],
+        default="RequestResponse",
+    )
+    invoke.add_argument("--log-type", choices=["None", "Tail"], default="None")
+    invoke.add_argument("--url", help="the service's HTTP address (default: this host's port)")
+    invoke.add_argument(
+        "--local", action="store_true", help="run the function in this process, not a service"
+    )
+    invoke.set_defaults(func=_invoke)
 
 
 def _positive(text: str) -> float:
@@ -286,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sam.set_defaults(func=_import_sam)
     _add_redrive(sub)
+    _add_invoke(sub)
     return parser
 
 

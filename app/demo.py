@@ -4,9 +4,11 @@ It starts moto's server mode on a free loopback port, creates a standard queue a
 (each with a DLQ through a redrive policy), a Kinesis stream with two shards (one of them split
 while records flow) and a DynamoDB table with a stream, maps them to the example handlers, sends
 sample traffic (orders, pings that the filter drops, flaky orders that fail once, poison orders
-that always fail, clicks, account changes), shows live progress, and ends when every message and
-record sent is accounted for: handled, filtered out, or in a DLQ. Exit status 0 means the tally
-balanced.
+that always fail, clicks, account changes), invokes a function asynchronously through the
+service's Lambda API (boto3's own `lambda` client, `InvocationType=Event`) with an on-success
+destination queue, shows live progress, and ends when every message and record sent is accounted
+for: handled, filtered out, or in a DLQ, and every asynchronous invoke has its success record in
+the destination. Exit status 0 means the tally balanced.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +30,8 @@ from sluiceway.core.logs import configure_logging
 from sluiceway.handlers.examples import audit, orders
 
 REGION = "us-east-1"
+DEMO_KEY, DEMO_SECRET = "AKIDSLUICEWAYDEMO", "demo-secret"
+"""The key pair the demo's Lambda API accepts (SLUICEWAY_API__KEYS) and its client signs with."""
 VISIBILITY_SECONDS = 2
 MAX_RECEIVES = 3
 
@@ -169,19 +174,67 @@ class Tally:
     waiting: int
     stream_written: int = 0
     stream_handled: int = 0
+    invoked_async: int = 0
+    success_records: int = 0
 
     @property
     def balanced(self) -> bool:
         queues = self.waiting == 0 and self.handled + self.filtered + self.dead == self.sent
-        return queues and self.stream_handled == self.stream_written
+        invokes = self.success_records == self.invoked_async
+        return queues and invokes and self.stream_handled == self.stream_written
 
 
-async def _tally(sqs: Any, service: Service, queues: list[Queue], streams: Streams) -> Tally:
+@dataclass
+class AsyncDemo:
+    """Event invokes of the receipts function and the success records its destination got."""
+
+    destination_url: str = ""
+    invoked: int = 0
+    records: int = 0
+    example: dict[str, Any] | None = None
+
+
+async def _invoke_async(service: Service, demo: AsyncDemo, count: int) -> None:
+    """Event invokes through the service's own Lambda API, as any SDK makes them."""
+    from aiobotocore.session import get_session
+
+    assert service.http is not None
+    async with get_session().create_client(
+        "lambda",
+        region_name=REGION,
+        endpoint_url=f"http://127.0.0.1:{service.http.port}",
+        aws_access_key_id=DEMO_KEY,
+        aws_secret_access_key=DEMO_SECRET,
+    ) as client:
+        for i in range(count):
+            payload = orjson.dumps({"order": i, "amount": round(9.5 + i, 2)})
+            response = await client.invoke(
+                FunctionName="receipts", InvocationType="Event", Payload=payload
+            )
+            demo.invoked += response["StatusCode"] == 202
+
+
+async def _collect_records(sqs: Any, demo: AsyncDemo) -> None:
+    response = await sqs.receive_message(
+        QueueUrl=demo.destination_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+    )
+    for message in response.get("Messages", []):
+        demo.records += 1
+        demo.example = demo.example or orjson.loads(message["Body"])
+        await sqs.delete_message(
+            QueueUrl=demo.destination_url, ReceiptHandle=message["ReceiptHandle"]
+        )
+
+
+async def _tally(
+    sqs: Any, service: Service, queues: list[Queue], streams: Streams, demo: AsyncDemo
+) -> Tally:
     waiting = dead = 0
     for queue in queues:
         waiting += await _queue_depth(sqs, queue.url)
         dead += await _queue_depth(sqs, queue.dlq_url)
     filtered = sum(s.filtered_out for s in service.registry.mappings.values())
+    await _collect_records(sqs, demo)
     return Tally(
         sent=sum(q.sent for q in queues),
         handled=len(orders.processed_ids()),
@@ -190,6 +243,8 @@ async def _tally(sqs: Any, service: Service, queues: list[Queue], streams: Strea
         waiting=waiting,
         stream_written=streams.clicks_sent + streams.account_changes,
         stream_handled=audit.distinct("aws:kinesis") + audit.distinct("aws:dynamodb"),
+        invoked_async=demo.invoked,
+        success_records=demo.records,
     )
 
 
@@ -197,15 +252,19 @@ def _line(tally: Tally, elapsed: float) -> str:
     return (
         f"[{elapsed:5.1f}s] sent {tally.sent}  handled {tally.handled}  filtered {tally.filtered}  "
         f"in DLQ {tally.dead}  still in queues {tally.waiting}  "
-        f"stream records {tally.stream_handled}/{tally.stream_written}"
+        f"stream records {tally.stream_handled}/{tally.stream_written}  "
+        f"async success records {tally.success_records}/{tally.invoked_async}"
     )
 
 
-async def _demo(url: str, messages: int, time_limit: float, keep_running: bool) -> int:
+async def _demo(
+    url: str, messages: int, time_limit: float, keep_running: bool, workdir: str
+) -> int:
     from aiobotocore.session import get_session
 
     standard, fifo = Queue("demo-orders"), Queue("demo-ledger")
     streams = Streams()
+    receipts = AsyncDemo()
     session = get_session()
     async with (
         session.create_client("sqs", region_name=REGION) as sqs,
@@ -215,6 +274,12 @@ async def _demo(url: str, messages: int, time_limit: float, keep_running: bool) 
         await _create(sqs, standard, fifo=False)
         await _create(sqs, fifo, fifo=True)
         await _create_streams(kinesis, dynamodb, streams)
+        receipts.destination_url = (await sqs.create_queue(QueueName="demo-receipts"))["QueueUrl"]
+        receipts_arn = (
+            await sqs.get_queue_attributes(
+                QueueUrl=receipts.destination_url, AttributeNames=["QueueArn"]
+            )
+        )["Attributes"]["QueueArn"]
         pattern = orjson.dumps({"body": {"type": ["order"]}}).decode()
         env = {
             "AWS_REGION": REGION,
@@ -237,11 +302,20 @@ async def _demo(url: str, messages: int, time_limit: float, keep_running: bool) 
             "SLUICEWAY_MAPPINGS__ACCOUNTS__SOURCE": streams.accounts_arn,
             "SLUICEWAY_MAPPINGS__ACCOUNTS__HANDLER": "sluiceway.handlers.examples.audit:handler",
             "SLUICEWAY_MAPPINGS__ACCOUNTS__STARTING_POSITION": "TRIM_HORIZON",
+            # a function invoked asynchronously, its success records sent to a queue
+            "SLUICEWAY_FUNCTIONS__RECEIPTS__HANDLER": "sluiceway.handlers.examples.receipts:handler",
+            "SLUICEWAY_FUNCTIONS__RECEIPTS__DESTINATION_CONFIG__ON_SUCCESS__DESTINATION": (
+                receipts_arn
+            ),
+            "SLUICEWAY_API__KEYS": orjson.dumps({DEMO_KEY: DEMO_SECRET}).decode(),
+            "SLUICEWAY_CHECKPOINTS__PATH": os.path.join(workdir, "sluiceway.db"),
         }
         settings = load_settings(environ=env)
         print(f"emulator  {url}")
         for name, mapping in settings.mappings.items():
             print(f"mapping   {name}: {mapping.source} -> {mapping.handler}")
+        for name, function in settings.functions.items():
+            print(f"function  {name}: {function.handler}, on success -> {function.on_success.arn}")
         service = Service(settings, handle_signals=False)
         interactive = sys.stdout.isatty()
         started = time.monotonic()
@@ -252,9 +326,10 @@ async def _demo(url: str, messages: int, time_limit: float, keep_running: bool) 
                 print(f"health    http://127.0.0.1:{service.http.port}/status")
             await _send_traffic(sqs, standard, fifo, messages)
             await _send_stream_traffic(kinesis, dynamodb, streams, messages)
+            await _invoke_async(service, receipts, max(1, messages // 3))
             last_print = 0.0
             while True:
-                tally = await _tally(sqs, service, [standard, fifo], streams)
+                tally = await _tally(sqs, service, [standard, fifo], streams, receipts)
                 elapsed = time.monotonic() - started
                 if interactive:
                     print("\r" + _line(tally, elapsed), end="", flush=True)
@@ -266,7 +341,7 @@ async def _demo(url: str, messages: int, time_limit: float, keep_running: bool) 
                 await anyio.sleep(0.25)
             if interactive:
                 print()
-            result = _report(tally, [standard, fifo])
+            result = _report(tally, [standard, fifo], receipts)
             if keep_running:
                 print("service keeps running; Ctrl-C to stop")
                 with anyio.open_signal_receiver(2, 15) as signals:
@@ -276,7 +351,7 @@ async def _demo(url: str, messages: int, time_limit: float, keep_running: bool) 
     return result
 
 
-def _report(tally: Tally, queues: list[Queue]) -> int:
+def _report(tally: Tally, queues: list[Queue], receipts: AsyncDemo) -> int:
     expected_dead = sum(q.expected_poison for q in queues)
     print("\nclosing tally")
     print(f"  sent              {tally.sent}")
@@ -285,11 +360,18 @@ def _report(tally: Tally, queues: list[Queue]) -> int:
     print(f"  in DLQs           {tally.dead} (poison messages sent: {expected_dead})")
     print(f"  still in queues   {tally.waiting}")
     print(f"  stream records    {tally.stream_handled} handled of {tally.stream_written} written")
+    print(
+        f"  async invokes     {tally.invoked_async} accepted (202), {tally.success_records} success records"
+    )
+    if receipts.example is not None:
+        print("  a success record, as Lambda sends it to the on-success destination:")
+        print("    " + orjson.dumps(receipts.example).decode())
     if tally.balanced:
         print(
             f"every message accounted for: {tally.handled} + {tally.filtered} + {tally.dead} = {tally.sent}"
         )
         print(f"every stream record handled: {tally.stream_handled} = {tally.stream_written}")
+        print(f"every async invoke delivered: {tally.success_records} = {tally.invoked_async}")
         return 0
     print("NOT every message is accounted for yet (timed out)")
     return 1
@@ -305,6 +387,7 @@ def run_demo(*, keep_running: bool = False, messages: int = 60, timeout: float =
     orders.reset()
     audit.reset()
     try:
-        return anyio.run(_demo, url, messages, timeout, keep_running)
+        with tempfile.TemporaryDirectory(prefix="sluiceway-demo-") as workdir:
+            return anyio.run(_demo, url, messages, timeout, keep_running, workdir)
     finally:
         server.stop()

@@ -1,7 +1,9 @@
 """`sluiceway import-sam`: Sluiceway mappings from a SAM or CloudFormation template.
 
 Every SQS, Kinesis and DynamoDB event source — a function's `Events` of those types, and
-`AWS::Lambda::EventSourceMapping` resources — becomes a mapping with the same properties. The
+`AWS::Lambda::EventSourceMapping` resources — becomes a mapping with the same properties. A
+function's `Schedule` and `ScheduleV2` events become schedules of the function, declared on its
+own (its mappings then name it). The
 function's Handler and CodeUri become an in-process handler; an image function becomes an HTTP
 target (its container run beside Sluiceway, RIE on port 8080). Whatever cannot be carried over is
 listed in the report, never dropped silently.
@@ -21,6 +23,19 @@ from sluiceway.app.sam_intrinsics import Resolver, Unresolved, load_template
 
 FUNCTION_TYPES = ("AWS::Serverless::Function", "AWS::Lambda::Function")
 EVENT_TYPES = {"SQS": "sqs", "Kinesis": "kinesis", "DynamoDB": "dynamodb"}
+SCHEDULE_TYPES = ("Schedule", "ScheduleV2")
+_FUNCTION_KEYS = {
+    "handler": "handler",
+    "code_path": "code_path",
+    "function_timeout": "timeout",
+    "memory_size": "memory_size",
+    "environment": "environment",
+    "isolation": "isolation",
+    "reserved_concurrency": "reserved_concurrent_executions",
+}
+"""A mapping's handler field -> the same setting of a declared function."""
+_MAPPING_KEYS = {function: mapping for mapping, function in _FUNCTION_KEYS.items()}
+_SCHEDULE_HANDLED = ("Schedule", "ScheduleExpression", "Input", "Enabled", "State", "Name")
 
 # Event source property -> mapping field; the values are carried over as they are.
 _PROPERTIES = {
@@ -46,11 +61,16 @@ class ImportReport:
     """What was written, and what could not be carried over (one line each)."""
 
     mappings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    functions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Functions declared on their own: those a schedule invokes."""
+    schedules: dict[str, dict[str, Any]] = field(default_factory=dict)
     not_carried: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def text(self) -> str:
         lines = [f"{len(self.mappings)} mapping(s): {', '.join(self.mappings) or 'none'}"]
+        if self.schedules:
+            lines.append(f"{len(self.schedules)} schedule(s): {', '.join(self.schedules)}")
         lines += [f"not carried over: {line}" for line in self.not_carried]
         lines += [f"note: {line}" for line in self.notes]
         return "\n".join(lines)
@@ -75,11 +95,20 @@ class _Importer:
             properties = resource.get("Properties") or {}
             if kind == "AWS::Serverless::Function":
                 for event_name, event in (properties.get("Events") or {}).items():
+                    if event.get("Type") in SCHEDULE_TYPES:
+                        self._schedule(
+                            f"{logical}.Events.{event_name}",
+                            f"{logical}-{event_name}",
+                            logical,
+                            event,
+                        )
+                        continue
                     source_kind = EVENT_TYPES.get(event.get("Type", ""))
                     if source_kind is None:
                         self.report.not_carried.append(
                             f"{logical}.Events.{event_name}: event type {event.get('Type')} "
-                            "(only SQS, Kinesis and DynamoDB are event source mappings)"
+                            "(SQS, Kinesis and DynamoDB become mappings; Schedule and "
+                            "ScheduleV2 schedules)"
                         )
                         continue
                     where = f"{logical}.Events.{event_name}"
@@ -91,7 +120,53 @@ class _Importer:
                 self._mapping(logical, logical, function, properties)
         for note in self.resolver.notes:
             self._note_once(note)
+        self._name_declared_functions()
         return self.report
+
+    def _schedule(self, where: str, name: str, function: str, event: dict[str, Any]) -> None:
+        """A Schedule or ScheduleV2 event: the function, declared on its own, and a schedule."""
+        props = event.get("Properties") or {}
+        key = "Schedule" if event.get("Type") == "Schedule" else "ScheduleExpression"
+        expression = self._resolved(where, props.get(key), key)
+        if not expression:
+            self.report.not_carried.append(f"{where}: the whole schedule (no {key})")
+            return
+        fields: dict[str, Any] = {}
+        if not self._function_fields(where, function, fields):
+            return
+        function_name = fields.pop("function_name")
+        self.report.functions[function_name] = {
+            _FUNCTION_KEYS[k]: v for k, v in fields.items() if k in _FUNCTION_KEYS
+        }
+        schedule: dict[str, Any] = {
+            "schedule_expression": expression,
+            "function_name": function_name,
+        }
+        payload = self._resolved(where, props.get("Input"), "Input")
+        if payload is not None:
+            schedule["input"] = payload if isinstance(payload, str) else json.dumps(payload)
+        if "Enabled" in props:
+            schedule["enabled"] = bool(self._resolved(where, props["Enabled"], "Enabled"))
+        elif "State" in props:
+            schedule["enabled"] = self._resolved(where, props["State"], "State") == "ENABLED"
+        timezone = props.get("ScheduleExpressionTimezone")
+        if timezone not in (None, "UTC", "Etc/UTC"):
+            self.report.not_carried.append(
+                f"{where}: ScheduleExpressionTimezone {timezone} (schedules run in UTC)"
+            )
+        for prop in props:
+            if prop not in (*_SCHEDULE_HANDLED, "ScheduleExpressionTimezone"):
+                self.report.not_carried.append(f"{where}: {prop}")
+        self.report.schedules[_mapping_name(name)] = schedule
+
+    def _name_declared_functions(self) -> None:
+        """Mappings of a function declared on its own name it rather than repeat its handler
+        (one function has one set of handler settings)."""
+        declared = {name.lower() for name in self.report.functions}
+        for mapping in self.report.mappings.values():
+            if str(mapping.get("function_name", "")).lower() in declared:
+                for key in _FUNCTION_KEYS:
+                    mapping.pop(key, None)
 
     def _function_logical_id(self, reference: Any) -> str | None:
         """The template's function a FunctionName refers to (Ref, GetAtt, or its name)."""
@@ -376,6 +451,55 @@ def relative_code_paths(mappings: dict[str, dict[str, Any]], base: Path) -> dict
     return out
 
 
+def sections_toml(
+    functions: dict[str, dict[str, Any]], schedules: dict[str, dict[str, Any]]
+) -> str:
+    """Declared functions and schedules as TOML sections, after the mappings'."""
+    lines: list[str] = []
+    for section, entries in (("functions", functions), ("schedules", schedules)):
+        for name, fields in entries.items():
+            lines.append(f"\n[{section}.{name}]")
+            lines.extend(f"{key} = {_toml_value(value)}" for key, value in fields.items())
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def env_functions(
+    mappings: dict[str, dict[str, Any]], functions: dict[str, dict[str, Any]]
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """An env file names a declared function in its variables' names, where a shell takes no
+    `-` (Lambda names often have one): such a function is declared by its mappings instead (their
+    HANDLER and the function's settings, one set for all of them), which a schedule names as well."""
+    mappings = {name: dict(fields) for name, fields in mappings.items()}
+    kept: dict[str, dict[str, Any]] = {}
+    for name, fields in functions.items():
+        if _SHELL_NAME.match(name):
+            kept[name] = fields
+            continue
+        users = [m for m in mappings.values() if str(m.get("function_name", "")) == name]
+        if not users:
+            raise EnvFileError(
+                f"function {name}: a name with characters other than letters, digits and _ "
+                "cannot be part of an environment variable's name, and no mapping declares it: "
+                "write TOML instead (--format toml)"
+            )
+        as_mapping = {_MAPPING_KEYS.get(key, key): value for key, value in fields.items()}
+        for mapping in users:
+            mapping.update(as_mapping)
+    return mappings, kept
+
+
+def sections_env(functions: dict[str, dict[str, Any]], schedules: dict[str, dict[str, Any]]) -> str:
+    """Declared functions and schedules as env-file lines, after the mappings'."""
+    lines: list[str] = []
+    for section, entries in (("FUNCTIONS", functions), ("SCHEDULES", schedules)):
+        for name, fields in entries.items():
+            prefix = f"SLUICEWAY_{section}__{name.upper()}__"
+            lines.extend(
+                f"{prefix}{key.upper()}={_env_value(value)}" for key, value in fields.items()
+            )
+    return "\n".join(lines) + "\n" if lines else ""
+
+
 def _flatten(value: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     items: list[tuple[str, Any]] = []
     for key, leaf in value.items():
@@ -404,11 +528,14 @@ def write_import(args: Any) -> int:
     # code paths relative to where the file goes (the working directory for stdout)
     base = Path(args.output).parent if args.output else Path.cwd()
     mappings = relative_code_paths(report.mappings, base)
+    functions = relative_code_paths(report.functions, base)
     try:
         if output_format == "env":
+            mappings, functions = env_functions(mappings, functions)
             text = to_env(mappings, Path(args.output).name if args.output else "sluiceway.env")
+            text += sections_env(functions, report.schedules)
         else:
-            text = to_toml(mappings)
+            text = to_toml(mappings) + sections_toml(functions, report.schedules)
     except EnvFileError as exc:
         print(f"sluiceway: {exc}", file=sys.stderr)
         return 2
@@ -421,4 +548,4 @@ def write_import(args: Any) -> int:
     else:
         sys.stdout.write(text)
     print(report.text(), file=sys.stderr)
-    return 0 if report.mappings else 1
+    return 0 if report.mappings or report.schedules else 1

@@ -67,11 +67,16 @@ class HttpServer:
         port: int,
         *,
         extra_routes: list[tuple[str, Callable[[web.Request], Any]]] | None = None,
+        installers: list[Callable[[web.Application], None]] | None = None,
+        client_max_size: int = 1024**2,
     ) -> None:
         self.registry = registry
         self.host = host
         self.port = port
         self._extra = extra_routes or []
+        self._installers = installers or []
+        """Features that add their own routes (the Lambda API), each in its own module."""
+        self._client_max_size = client_max_size
         self._runner: web.AppRunner | None = None
 
     def ready(self) -> tuple[bool, dict[str, str], dict[str, str]]:
@@ -103,12 +108,14 @@ class HttpServer:
 
     async def start(self) -> int:
         """Start listening; returns the bound port (useful when asked for port 0)."""
-        app = web.Application()
+        app = web.Application(client_max_size=self._client_max_size)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/status", self._status)
         for path, handler in self._extra:
             app.router.add_get(path, handler)
+        for install in self._installers:
+            install(app)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)

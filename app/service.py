@@ -9,8 +9,11 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+from sluiceway.app.function_host import FunctionHost
+from sluiceway.app.lambda_api import MAX_SYNC_PAYLOAD, LambdaApi
 from sluiceway.app.server import HttpServer
 from sluiceway.app.startup import aws_services, describe_checkpoints, log_mappings, version
+from sluiceway.config.functions import FunctionConfig
 from sluiceway.config.mapping import MappingConfig
 from sluiceway.config.settings import Settings
 from sluiceway.core.aws import AwsClients
@@ -26,10 +29,17 @@ from sluiceway.handlers.reserved import ReservedPools
 from sluiceway.handlers.targets import TargetError, build_target
 from sluiceway.pollers.checkpoints import CheckpointStore, CheckpointStoreFailed, MemoryCheckpoints
 from sluiceway.pollers.checkpoints_sqlite import CheckpointLockError, SqliteCheckpoints
-from sluiceway.pollers.leases import LeaseTableError
+from sluiceway.pollers.leases import LeaseTableError, replica_id
 from sluiceway.pollers.pacing import PollPacer
 from sluiceway.pollers.poller import Poller
 from sluiceway.pollers.probes import STREAM_APIS
+from sluiceway.pollers.schedules import (
+    Clock,
+    LeaseTableTicks,
+    LocalTicks,
+    ScheduleTicker,
+    TickClaims,
+)
 from sluiceway.pollers.sqs import SqsPoller
 from sluiceway.pollers.stream_poller import StreamPoller
 from sluiceway.router.runner import build_runner
@@ -45,7 +55,7 @@ class UnsupportedMapping(SluicewayError):
 
 
 def build_invoker(
-    mapping: MappingConfig,
+    mapping: MappingConfig | FunctionConfig,
     settings: Settings,
     clients: AwsClients | None = None,
     reserved: ReservedPools | None = None,
@@ -128,6 +138,15 @@ class Service:
     handle_signals: bool = True
     pollers: dict[str, Poller] = field(default_factory=dict)
     invokers: dict[str, Invoker] = field(default_factory=dict)
+    """By mapping name; mappings of one function share its invoker."""
+    function_invokers: dict[str, Invoker] = field(default_factory=dict)
+    """By function name (lowercase): one invoker per function, for mappings and invokes alike."""
+    functions: FunctionHost | None = None
+    """The functions' Invoke API and asynchronous queue."""
+    ticker: ScheduleTicker | None = None
+    schedule_clock: Clock | None = None
+    """The schedules' clock; wall-clock time unless given (tests run a faster one)."""
+    _api: LambdaApi | None = None
     checkpoints: CheckpointStore | None = None
     """Shard positions of stream mappings; built from settings.checkpoints unless given."""
     _owns_checkpoints: bool = False
@@ -152,7 +171,8 @@ class Service:
             self._starting.cancel()
 
     def _shutdown_budget(self) -> float:
-        timeouts = [m.function_timeout for m in self.settings.mappings.values()] or [0.0]
+        timeouts = [m.function_timeout for m in self.settings.mappings.values()]
+        timeouts += [f.timeout for f in self.settings.functions.values()] or [0.0]
         return max(timeouts) + SHUTDOWN_GRACE_SECONDS
 
     async def _watch_signals(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
@@ -186,8 +206,8 @@ class Service:
         self._pollers_done = anyio.Event()
         if self._stop_flag:
             self._stop_requested.set()
-        for mapping in settings.mappings.values():  # masked in every output from now on
-            known_secrets.add_environment(mapping.environment)
+        for config in [*settings.mappings.values(), *settings.functions.values()]:
+            known_secrets.add_environment(config.environment)  # masked in every output from now on
         log.info("sluiceway %s starting", version())
         for name, mapping in settings.mappings.items():
             stats = self.registry.add(name, mapping.kind)
@@ -201,7 +221,8 @@ class Service:
                 self.metrics.activate()
             await self._start_http()
             streams = [m for m in settings.mappings.values() if m.enabled and m.kind != "sqs"]
-            if streams and self.checkpoints is None:
+            shared_ticks = bool(settings.schedules) and settings.checkpoints.backend == "dynamodb"
+            if (streams or shared_ticks) and self.checkpoints is None:
                 self.checkpoints = build_checkpoints(settings)
                 self._owns_checkpoints = True
                 with self._start_phase():
@@ -240,18 +261,32 @@ class Service:
             log.info("HTTP endpoints off (SLUICEWAY_HTTP__ENABLED=false)")
             return
         routes = [("/metrics", self.metrics.handle)] if self.metrics is not None else []
-        self.http = HttpServer(self.registry, http.host, http.port, extra_routes=routes)
+        self._api = LambdaApi(self.settings, None, self.registry)  # its functions come later
+        self.http = HttpServer(
+            self.registry,
+            http.host,
+            http.port,
+            extra_routes=routes,
+            installers=[self._api.install],
+            client_max_size=MAX_SYNC_PAYLOAD + 1,
+        )
         try:
             port = await self.http.start()
         except SluicewayError:
             self.http = None
             raise
         log.info(
-            "listening on http://%s:%d (/healthz, /readyz, /status%s)",
+            "listening on http://%s:%d (/healthz, /readyz, /status%s, Lambda's Invoke API)",
             http.host,
             port,
             ", /metrics" if routes else "",
         )
+        if self.settings.api.auth == "none":
+            log.warning(
+                "SLUICEWAY_API__AUTH=none: the Lambda API on port %d accepts unsigned requests "
+                "from anyone who can reach it; use it only locally",
+                port,
+            )
 
     async def _run_mappings(self, clients: AwsClients, task_status: Any) -> None:
         """Build every enabled mapping's target and poller, then run them until stopped."""
@@ -260,10 +295,17 @@ class Service:
         reserved = ReservedPools()  # reserved concurrency, shared by a function's mappings
         pacer = PollPacer(settings.idle_polls_per_second)  # one budget for every quiet shard
         try:
+            for name, function in settings.functions.items():
+                self.function_invokers[name] = build_invoker(function, settings, clients, reserved)
             for name, mapping in settings.mappings.items():
                 if not mapping.enabled:
                     continue
-                invoker = self.invokers[name] = build_invoker(mapping, settings, clients, reserved)
+                key = mapping.effective_function_name.lower()
+                invoker = self.function_invokers.get(key)
+                if invoker is None:
+                    invoker = build_invoker(mapping, settings, clients, reserved)
+                    self.function_invokers[key] = invoker
+                self.invokers[name] = invoker
                 stats = self.registry.mappings[name]
                 invoker.report_to(stats)
                 self.pollers[name] = build_poller(
@@ -275,48 +317,79 @@ class Service:
                     self.checkpoints,
                     pacer,
                 )
+            self.functions = FunctionHost(settings, self.registry, clients, self.function_invokers)
+            if self._api is not None:
+                self._api.host = self.functions
             log_mappings(settings)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._run_pollers)
+                await self.functions.run(tg)  # the asynchronous queue's reader
+                self.ticker = self._ticker(clients)
+                if self.ticker is not None:
+                    tg.start_soon(self.ticker.run)
                 task_status.started()
                 await self._stop_requested.wait()
                 for poller in self.pollers.values():
                     poller.stop()
+                reader = self.functions.reader
+                if reader is not None:
+                    reader.stop()  # asynchronous events in flight finish and are settled
                 with anyio.move_on_after(self._shutdown_budget()) as scope:
                     await self._pollers_done.wait()
+                    if reader is not None:
+                        await reader.stopped.wait()
                 if scope.cancelled_caught:
                     log.warning("shutdown budget spent; abandoning batches still in flight")
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
+                if self.functions is not None:
+                    await self.functions.aclose()
                 await self._close_invokers()
+
+    def _ticker(self, clients: AwsClients) -> ScheduleTicker | None:
+        """The schedules' ticks; with a shared lease table, one replica fires each."""
+        settings = self.settings
+        if not settings.schedules or self.functions is None:
+            return None
+        claims: TickClaims = LocalTicks()
+        if settings.checkpoints.backend == "dynamodb" and settings.checkpoints.table:
+            claims = LeaseTableTicks(clients, settings.checkpoints.table, replica_id())
+        return ScheduleTicker(
+            settings.schedules, claims, self.functions.fire_schedule, self.schedule_clock
+        )
 
     async def _close_invokers(self) -> None:
         """Close pooled connections and stop worker processes."""
-        for invoker in self.invokers.values():
+        for invoker in self.function_invokers.values():
             await invoker.aclose()
 
-    async def _warm(self, name: str, invoker: Invoker) -> None:
-        """Run each handler's init phase before its first batch, so no batch pays a cold start.
+    async def _warm(self, function: str, invoker: Invoker) -> None:
+        """Run each function's init phase before its first batch, so no batch pays a cold start.
 
-        A handler that cannot be loaded leaves the mapping not ready (/readyz), its error in
+        A handler that cannot be loaded leaves its mappings not ready (/readyz), its error in
         /status; as in Lambda every invocation fails with it, and the first that loads the
-        handler makes the mapping ready again."""
-        stats = self.registry.mappings[name]
-        with bind_log_context(mapping=name):
-            try:
-                stats.init_duration_seconds = await invoker.warm()
-            except HandlerLoadError as exc:
-                stats.set_handler_error(exc)
-                log.error("mapping %s: handler cannot be loaded: %s: %s", name, exc.error_type, exc)
-            else:
-                stats.set_handler_error(None)
+        handler makes the mappings ready again."""
+        mappings = [name for name, used in self.invokers.items() if used is invoker]
+        try:
+            init = await invoker.warm()
+        except HandlerLoadError as exc:
+            log.error(
+                "function %s: handler cannot be loaded: %s: %s", function, exc.error_type, exc
+            )
+            for name in mappings:
+                self.registry.mappings[name].set_handler_error(exc)
+            return
+        for name in mappings:
+            stats = self.registry.mappings[name]
+            stats.init_duration_seconds = init
+            stats.set_handler_error(None)
 
     async def _run_pollers(self) -> None:
         assert self._pollers_done is not None
         try:
             async with anyio.create_task_group() as tg:
-                for name, invoker in self.invokers.items():
+                for name, invoker in self.function_invokers.items():
                     tg.start_soon(self._warm, name, invoker)
             async with anyio.create_task_group() as tg:
                 for name, poller in self.pollers.items():

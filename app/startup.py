@@ -27,8 +27,9 @@ class NothingToRun(SluicewayError):
 
 
 NO_MAPPINGS = (
-    "no mappings configured: set SLUICEWAY_MAPPINGS__<NAME>__SOURCE and "
-    "SLUICEWAY_MAPPINGS__<NAME>__HANDLER, or [mappings.<name>] in the file named by "
+    "nothing to run: no mappings (SLUICEWAY_MAPPINGS__<NAME>__SOURCE and "
+    "SLUICEWAY_MAPPINGS__<NAME>__HANDLER) and no functions (SLUICEWAY_FUNCTIONS__<NAME>__HANDLER) "
+    "are configured, nor [mappings.<name>] or [functions.<name>] in the file named by "
     "SLUICEWAY_CONFIG_FILE"
 )
 
@@ -43,7 +44,7 @@ def version() -> str:
 
 def preflight(settings: Settings, environ: Mapping[str, str] | None = None) -> None:
     """Refuse, with one line, a configuration `run` could not run (and so `check` must fail)."""
-    if not settings.mappings:
+    if not settings.mappings and not settings.functions:
         raise NothingToRun(NO_MAPPINGS)
     check_otel_settings(os.environ if environ is None else environ)
 

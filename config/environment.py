@@ -33,6 +33,8 @@ DELIMITER = "__"
 CONFIG_FILE_VARIABLE = "SLUICEWAY_CONFIG_FILE"
 REGION_VARIABLES = ("AWS_REGION", "AWS_DEFAULT_REGION")
 REGION_FIELD = "aws_region"
+FIELD_KEYS = {"async_": "async"}
+"""Settings fields whose key differs from their name (`async` is a Python keyword)."""
 _HINTS = {
     "aws_region": "the region comes from the standard AWS_REGION (or AWS_DEFAULT_REGION)",
     "region": "the region comes from the standard AWS_REGION (or AWS_DEFAULT_REGION)",
@@ -80,7 +82,7 @@ def env_name(path: tuple[str | int, ...]) -> str:
 def unknown_variables(root: type[BaseSettings], entries: list[EnvEntry]) -> list[ConfigProblem]:
     """Variables that fit nowhere in the settings, which pydantic-settings would skip silently."""
     problems = []
-    top_level = [name for name in root.model_fields if name != REGION_FIELD]
+    top_level = [FIELD_KEYS.get(name, name) for name in root.model_fields if name != REGION_FIELD]
     for entry in entries:
         if entry.path == (REGION_FIELD,) and entry.variable in REGION_VARIABLES:
             continue
@@ -104,6 +106,7 @@ def valid_variables(root: type[BaseSettings]) -> list[str]:
     for name, field in root.model_fields.items():
         if name == REGION_FIELD:
             continue
+        name = FIELD_KEYS.get(name, name)
         annotation = unwrap(field.annotation)
         entry_model = named_collection(annotation)
         if entry_model is not None:
@@ -118,7 +121,7 @@ def valid_variables(root: type[BaseSettings]) -> list[str]:
 
 def valid_keys_rule(owner: Any, key: str, as_env: bool, full_name: Callable[[str], str]) -> str:
     """Rule for an unknown key inside a section: the nearest valid name, then all of them."""
-    names = list(owner.model_fields) if is_model(owner) else []
+    names = [FIELD_KEYS.get(n, n) for n in owner.model_fields] if is_model(owner) else []
     shown = [name.upper() if as_env else name for name in names]
     close = difflib.get_close_matches(key.lower(), names, n=1)
     hint = f"did you mean {full_name(close[0])}? " if close else ""

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 _PARSE_ERRORS = (json.JSONDecodeError, tomllib.TOMLDecodeError, UnicodeError, yaml.YAMLError)
 _FORMATS: dict[str, str] = {".toml": "TOML", ".yaml": "YAML", ".yml": "YAML", ".json": "JSON"}
-COLLECTIONS = ("mappings",)
+COLLECTIONS = ("mappings", "functions", "schedules")
 """Top-level sections whose keys are names the user chose (and so are case-insensitive)."""
 
 

@@ -168,7 +168,9 @@ class MappingConfig(_Section):
     """An event source mapping: where to read, what to invoke, and how to batch and retry."""
 
     source: str
-    handler: Annotated[str, AfterValidator(check_handler)]
+    handler: Annotated[str, AfterValidator(check_handler)] | None = None
+    """The mapping's own function; unset, `function_name` names a declared function
+    (SLUICEWAY_FUNCTIONS__<NAME>__HANDLER) whose settings it runs with."""
     code_path: Annotated[str, AfterValidator(_existing_directory)] | None = None
     """The function's code (Lambda's CodeUri), first on sys.path when its handler is imported;
     unset, the working directory at start-up, as Lambda's task root."""
@@ -247,6 +249,9 @@ class MappingConfig(_Section):
             mapping = handler(data)
         except ValidationError as exc:
             extra = cls._rules_on_valid_fields(data, exc, handler)
+            if isinstance(data, dict) and not data.get("handler") and not data.get("function_name"):
+                # reported with the rest; a valid mapping learns its function from the settings
+                extra.append(InitErrorDetails(type="missing", loc=("handler",), input=data))
             raise _combined(cls.__name__, exc, extra) from None
         problems = mapping_rule_problems(mapping)
         if problems:
@@ -312,6 +317,15 @@ class MappingConfig(_Section):
     def on_failure_destination(self) -> DestinationRef | None:
         on_failure = self.destination_config.on_failure if self.destination_config else None
         return on_failure.destination_ref if on_failure else None
+
+    def variable(self, field: str) -> str:
+        """The variable that sets `field`, for messages."""
+        return f"SLUICEWAY_MAPPINGS__{self._name.upper()}__{field.upper()}"
+
+    def home(self, default_region: str) -> tuple[str, str]:
+        """The region and account the mapping's function runs in: its source's."""
+        source = self.source_ref
+        return source.region or default_region, source.account
 
     def bind(self, name: str, region: str) -> None:
         """Attach the mapping's name and the service's region (for queue URLs that carry none)."""

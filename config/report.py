@@ -167,6 +167,8 @@ def _normal_loc(loc: tuple[str | int, ...]) -> tuple[Loc, bool]:
         loc = loc[:-1]
     if loc and isinstance(loc[0], str) and loc[0].lower() in ("aws_region", "aws_default_region"):
         loc = (REGION_FIELD, *loc[1:])
+    if loc and isinstance(loc[0], str) and loc[0].lower() in ("sluiceway_async", "async_"):
+        loc = ("async", *loc[1:])
     return loc, is_key
 
 

@@ -47,11 +47,24 @@ def named_collection(annotation: Any) -> Any | None:
     return None
 
 
+def model_field(model: type[BaseModel], key: str) -> Any | None:
+    """The field `key` names: its own name, or one of its aliases (`async` for `async_`)."""
+    field = model.model_fields.get(key)
+    if field is not None:
+        return field
+    for candidate in model.model_fields.values():
+        alias = candidate.validation_alias
+        choices = getattr(alias, "choices", None) or ([alias] if isinstance(alias, str) else [])
+        if key in choices:
+            return candidate
+    return None
+
+
 def child(annotation: Any, key: str | int) -> Any | None:
     """The type found at `key` below `annotation`; None when `key` is not valid there."""
     annotation = unwrap(annotation)
     if is_model(annotation):
-        field = annotation.model_fields.get(str(key))
+        field = model_field(annotation, str(key))
         return unwrap(field.annotation) if field else None
     if named_collection(annotation) is not None:
         return named_collection(annotation)

@@ -38,18 +38,24 @@ from sluiceway.config.errors import ConfigError, ConfigProblem
 from sluiceway.config.fields import (
     between,
     check_region,
+    function_name_form,
     mapping_name_form,
     normalise_case,
     rule_error,
 )
 from sluiceway.config.files import ConfigFile, load_config_file
+from sluiceway.config.function_names import resolve_functions
+from sluiceway.config.functions import FunctionConfig
+from sluiceway.config.invocation import ApiConfig, AsyncConfig
 from sluiceway.config.mapping import MappingConfig
 from sluiceway.config.report import Provenance
+from sluiceway.config.schedules import ScheduleConfig
 from sluiceway.config.sources import TABLE_NAME, SourceRef, parse_source
 
 Backend = Literal["sqlite", "dynamodb", "memory"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 MappingName = Annotated[str, mapping_name_form]
+FunctionName = Annotated[str, function_name_form]
 
 
 class CheckpointsConfig(BaseModel):
@@ -141,6 +147,16 @@ class Settings(BaseSettings):
     )
 
     mappings: dict[MappingName, MappingConfig] = {}
+    functions: dict[FunctionName, FunctionConfig] = {}
+    """Functions declared on their own; mappings name them with FUNCTION_NAME."""
+    async_: AsyncConfig = Field(
+        default=AsyncConfig(), validation_alias=AliasChoices("sluiceway_async", "async")
+    )
+    """Where accepted asynchronous invokes wait, and the spacing of their retries."""
+    api: ApiConfig = ApiConfig()
+    """The Invoke API's authentication."""
+    schedules: dict[MappingName, ScheduleConfig] = {}
+    """EventBridge-style schedules, each invoking a function asynchronously at every tick."""
     checkpoints: CheckpointsConfig = CheckpointsConfig()
     http: HttpConfig = HttpConfig()
     log_level: Annotated[LogLevel, normalise_case(str.upper)] = "INFO"
@@ -165,7 +181,7 @@ class Settings(BaseSettings):
     config_file: str | None = None
     """The file named by SLUICEWAY_CONFIG_FILE, for display; it is read before validation."""
 
-    @field_validator("mappings", mode="before")
+    @field_validator("mappings", "functions", "schedules", mode="before")
     @classmethod
     def _case_insensitive_names(cls, value: Any) -> Any:
         if not isinstance(value, dict):
@@ -174,16 +190,43 @@ class Settings(BaseSettings):
         for name, mapping in value.items():
             key = name.lower() if isinstance(name, str) else name
             if key in lowered:
-                raise rule_error(f"mapping names are case-insensitive; {name!r} is given twice")
+                raise rule_error(f"names are case-insensitive; {name!r} is given twice")
             lowered[key] = mapping
         return lowered
 
     @model_validator(mode="after")
     def _bind_mappings(self) -> Settings:
         """Mappings learn their name (the default function name) and the region for queue URLs."""
+        for name, function in self.functions.items():
+            function.bind(name, self.aws_region)
         for name, mapping in self.mappings.items():
             mapping.bind(name, self.aws_region)
+        problems, resolved = resolve_functions(self.mappings, self.functions)
+        if problems:
+            raise ValidationError.from_exception_data(type(self).__name__, problems)
+        self.mappings.update(resolved)
+        table = self.function_table()
+        unknown = [
+            InitErrorDetails(
+                type=rule_error(
+                    f"names no function (functions: {', '.join(sorted(table)) or 'none'}); "
+                    "declare it with SLUICEWAY_FUNCTIONS__<NAME>__HANDLER"
+                ),
+                loc=("schedules", name, "function_name"),
+                input=schedule.function_name,
+            )
+            for name, schedule in self.schedules.items()
+            if schedule.function_name.lower() not in table
+        ]
+        if unknown:
+            raise ValidationError.from_exception_data(type(self).__name__, unknown)
         return self
+
+    def function_table(self) -> dict[str, FunctionConfig]:
+        """Every function by name: declared ones and those mappings declare with a HANDLER."""
+        from sluiceway.config.function_names import all_functions
+
+        return all_functions(self.mappings, self.functions, self.aws_region)
 
     @classmethod
     def settings_customise_sources(

@@ -16,7 +16,8 @@ from botocore.exceptions import InvalidRegionError
 from botocore.utils import validate_region_name
 
 SourceKind = Literal["sqs", "kinesis", "dynamodb"]
-DestinationKind = Literal["sqs", "sns", "s3", "events"]
+DestinationKind = Literal["sqs", "sns", "s3", "events", "lambda"]
+"""`lambda` (a function) is an asynchronous invocation's destination only."""
 
 PARTITION = r"aws(?:-[a-z]+)*"
 REGION = r"[A-Za-z0-9-]{1,63}"

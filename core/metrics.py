@@ -68,6 +68,35 @@ COUNTERS: dict[str, tuple[str, str]] = {
 }
 """OpenTelemetry counter name -> (MappingStats field, description)."""
 
+ASYNC_COUNTERS: dict[str, tuple[str, str]] = {
+    "sluiceway_async_events_received": (
+        "async_events_received",
+        "Event invokes accepted and stored (AsyncEventsReceived)",
+    ),
+    "sluiceway_async_events_dropped": (
+        "async_events_dropped",
+        "Asynchronous events given up on with no DLQ or destination (AsyncEventsDropped)",
+    ),
+    "sluiceway_async_invocations": ("invocations", "Asynchronous invocations of the function"),
+    "sluiceway_async_errors": ("errors", "Asynchronous invocations that ended in a function error"),
+    "sluiceway_async_throttles": ("throttles", "Asynchronous invocations throttled"),
+    "sluiceway_async_destination_delivered": (
+        "destination_delivered",
+        "Invocation records and events sent to a destination or DLQ",
+    ),
+    "sluiceway_async_destination_delivery_failures": (
+        "destination_delivery_failures",
+        "Failed sends to a destination, retried (DestinationDeliveryFailures)",
+    ),
+    "sluiceway_async_dead_letter_errors": (
+        "dead_letter_errors",
+        "Failed sends to the dead-letter queue, retried (DeadLetterErrors)",
+    ),
+}
+"""Per function (label `function`), for asynchronous invocation: OpenTelemetry counter name ->
+(FunctionStats field, text); Prometheus adds `_total`. Beside them the gauge
+sluiceway_async_event_age_milliseconds (AsyncEventAge)."""
+
 
 def _labels(stats: MappingStats) -> dict[str, str]:
     return {"mapping": stats.mapping, "source": stats.kind}
@@ -157,6 +186,16 @@ class Metrics:
             meter.create_observable_gauge(
                 name, callbacks=[self._gauge(read)], unit=unit, description=description
             )
+        for name, (attr, description) in ASYNC_COUNTERS.items():
+            meter.create_observable_counter(
+                name, callbacks=[self._function_counter(attr)], description=description
+            )
+        meter.create_observable_gauge(
+            "sluiceway_async_event_age",
+            callbacks=[self._function_gauge("async_event_age_ms")],
+            unit="ms",
+            description="Time from acceptance to the latest invocation of an event (AsyncEventAge)",
+        )
         self.duration = meter.create_histogram(
             "sluiceway_duration", unit="s", description="Handler invocation time (Duration)"
         )
@@ -180,6 +219,22 @@ class Metrics:
                 value = read(stats)
                 if value is not None:
                     yield Observation(value, _labels(stats))
+
+        return observe
+
+    def _function_counter(self, attr: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def observe(_: CallbackOptions) -> Iterable[Observation]:
+            for stats in list(self.registry.functions.values()):
+                yield Observation(getattr(stats, attr), {"function": stats.function})
+
+        return observe
+
+    def _function_gauge(self, attr: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
+        def observe(_: CallbackOptions) -> Iterable[Observation]:
+            for stats in list(self.registry.functions.values()):
+                value = getattr(stats, attr)
+                if value is not None:
+                    yield Observation(value, {"function": stats.function})
 
         return observe
 

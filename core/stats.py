@@ -81,10 +81,43 @@ class MappingStats:
 
 
 @dataclass
+class FunctionStats:
+    """One function's asynchronous invocation counters, named after Lambda's async metrics."""
+
+    function: str
+    async_events_received: int = 0
+    """AsyncEventsReceived: Event invokes accepted (durably stored)."""
+    async_events_dropped: int = 0
+    """AsyncEventsDropped: events given up on with no DLQ or on-failure destination to take them."""
+    async_event_age_ms: float | None = None
+    """AsyncEventAge: time from acceptance to the latest invocation."""
+    invocations: int = 0
+    errors: int = 0
+    throttles: int = 0
+    destination_delivered: int = 0
+    destination_delivery_failures: int = 0
+    """DestinationDeliveryFailures: sends to a destination that failed (and were retried)."""
+    dead_letter_errors: int = 0
+    """DeadLetterErrors: sends to the dead-letter queue that failed (and were retried)."""
+
+    def snapshot(self) -> dict[str, object]:
+        return asdict(self)
+
+
+@dataclass
 class Registry:
     """All mappings' stats in one place for the HTTP endpoints and the demo."""
 
     mappings: dict[str, MappingStats] = field(default_factory=dict)
+    functions: dict[str, FunctionStats] = field(default_factory=dict)
+    """Per function, its asynchronous invocations (functions invoked by the API or schedules)."""
+
+    def function(self, name: str) -> FunctionStats:
+        """The function's stats, created on first use."""
+        stats = self.functions.get(name)
+        if stats is None:
+            stats = self.functions[name] = FunctionStats(function=name)
+        return stats
 
     def add(self, mapping: str, kind: str) -> MappingStats:
         stats = MappingStats(mapping=mapping, kind=kind)

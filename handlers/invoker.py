@@ -24,6 +24,7 @@ from sluiceway.core.stats import MappingStats
 from sluiceway.core.telemetry import annotate_invocation
 from sluiceway.handlers.context import LambdaContext, new_log_stream_name
 from sluiceway.handlers.environments import Environment, ThreadEnvironments
+from sluiceway.handlers.invocation import current_options
 from sluiceway.handlers.loader import (
     HandlerLoadError,
     LoadedHandler,
@@ -175,9 +176,10 @@ class PythonInvoker(Invoker):
             return (await self._load()).init_duration
 
     async def invoke(self, event: dict[str, Any]) -> InvocationResult:
-        """Run the handler once with a fresh request id and context; what it logs and prints is
-        tagged with them (core/function_logs.py)."""
-        request_id = str(uuid.uuid4())
+        """Run the handler once with a fresh request id (or the caller's) and context; what it logs
+        and prints is tagged with them (core/function_logs.py)."""
+        options = current_options()
+        request_id = (options.request_id if options else None) or str(uuid.uuid4())
         annotate_invocation(request_id)
         with function_logs.Invocation(request_id, self.function_name):
             result = await self._invoke(event, request_id)
@@ -238,6 +240,9 @@ class PythonInvoker(Invoker):
             log_stream_name=self.log_stream_name,
             started=started,
         )
+        options = current_options()
+        if options is not None:
+            context.client_context = options.client_context_object()
         remaining = self.function_timeout - (time.monotonic() - started)
         with anyio.move_on_after(remaining) as scope:
             try:

@@ -16,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from sluiceway.config.functions import FunctionConfig
 from sluiceway.config.mapping import Isolation, MappingConfig
 from sluiceway.config.settings import Settings
 from sluiceway.core.aws import AwsClients
@@ -52,11 +53,15 @@ class TargetError(SluicewayError, ValueError):
     """The mapping's handler settings cannot be honoured as given."""
 
 
-def _variable(mapping: MappingConfig, field: str) -> str:
-    return f"SLUICEWAY_MAPPINGS__{mapping.name.upper()}__{field.upper()}"
+FunctionSettings = MappingConfig | FunctionConfig
+"""What a target is built from: a mapping's own handler fields, or a declared function."""
 
 
-def _refuse_unused(mapping: MappingConfig) -> None:
+def _variable(mapping: FunctionSettings, field: str) -> str:
+    return mapping.variable(field)
+
+
+def _refuse_unused(mapping: FunctionSettings) -> None:
     kind = mapping.handler_kind
     if mapping.environment and (kind != "python" or mapping.isolation != "process"):
         raise TargetError(
@@ -89,7 +94,7 @@ class _Code:
 
 
 def isolation_for(
-    mappings: Iterable[MappingConfig], loaded: Mapping[str, object] | None = None
+    mappings: Iterable[FunctionSettings], loaded: Mapping[str, object] | None = None
 ) -> dict[str, tuple[Isolation, str | None]]:
     """Each mapping's effective isolation (by mapping name), with the reason when it is not the
     configured one, for `run` to act on and log and for `check` to report.
@@ -120,16 +125,16 @@ def isolation_for(
     return decisions
 
 
-def _in_process(mapping: MappingConfig) -> bool:
+def _in_process(mapping: FunctionSettings) -> bool:
     return mapping.enabled and mapping.handler_kind == "python" and mapping.isolation == "thread"
 
 
-def _code(mapping: MappingConfig) -> _Code:
+def _code(mapping: FunctionSettings) -> _Code:
     """The modules a function's code holds, and its handler's module wherever it comes from."""
     root = code_root(mapping.code_path)
     modules = {name: True for name in modules_in(root) if name not in _EVERY_INTERPRETERS}
     try:
-        top = parse_handler_spec(mapping.handler)[0].partition(".")[0]
+        top = parse_handler_spec(mapping.handler or "")[0].partition(".")[0]
     except HandlerLoadError:
         top = None  # a malformed handler fails to load in any isolation
     if top is not None and top not in _EVERY_INTERPRETERS:
@@ -180,7 +185,7 @@ def _already_loaded(code: _Code, modules: Mapping[str, object]) -> str | None:
 
 
 def build_target(
-    mapping: MappingConfig,
+    mapping: FunctionSettings,
     settings: Settings,
     clients: AwsClients | None = None,
     reserved: ReservedPools | None = None,
@@ -191,7 +196,10 @@ def build_target(
     processes instead (`isolation_for`), with a warning saying so.
     """
     _refuse_unused(mapping)
-    others = [m for m in settings.mappings.values() if m.name != mapping.name]
+    others: list[FunctionSettings] = [
+        m for m in settings.mappings.values() if m.name != mapping.name
+    ]
+    others.extend(f for f in settings.functions.values() if f.name != mapping.name)
     isolation, reason = isolation_for([*others, mapping])[mapping.name]
     if reason is not None:
         logger.warning(
@@ -208,7 +216,7 @@ def build_target(
     if mapping.reserved_concurrency is None:
         return invoker
     pools = reserved if reserved is not None else ReservedPools()
-    key = reserved_key(mapping.handler, mapping.handler_kind, mapping.effective_function_name)
+    key = reserved_key(mapping.handler or "", mapping.handler_kind, mapping.effective_function_name)
     try:
         pool = pools.pool(key, mapping.reserved_concurrency)
     except ReservedConflict as exc:
@@ -217,36 +225,36 @@ def build_target(
 
 
 def _bare_target(
-    mapping: MappingConfig, settings: Settings, clients: AwsClients | None, isolation: Isolation
+    mapping: FunctionSettings, settings: Settings, clients: AwsClients | None, isolation: Isolation
 ) -> Invoker:
     kind = mapping.handler_kind
+    handler = mapping.handler or ""
     if kind == "http":
-        return HttpInvoker(mapping.handler, mapping.function_timeout, mapping.ca_bundle)
+        return HttpInvoker(handler, mapping.function_timeout, mapping.ca_bundle)
     if kind == "lambda":
         if clients is None:
-            raise TargetError(f"mapping {mapping.name}: a Lambda target needs AWS clients")
-        return LambdaInvoker(mapping.handler, clients, mapping.function_timeout)
-    source = mapping.source_ref
-    region = source.region or settings.aws_region
+            raise TargetError(f"{mapping.variable('handler')}: a Lambda target needs AWS clients")
+        return LambdaInvoker(handler, clients, mapping.function_timeout)
+    region, account = mapping.home(settings.aws_region)
     code_path = code_root(mapping.code_path)  # the working directory at start-up, when unset
     if isolation == "process":
         config = WorkerConfig(
-            spec=mapping.handler,
+            spec=handler,
             code_path=code_path,
             function_name=mapping.effective_function_name,
             memory_size=mapping.memory_size,
             region=region,
-            account=source.account,
+            account=account,
             environment=dict(mapping.environment),
         )
         return ProcessPoolInvoker(config, mapping.function_timeout, mapping.handler_threads)
     return PythonInvoker(
-        spec=mapping.handler,
+        spec=handler,
         code_path=code_path,
         function_name=mapping.effective_function_name,
         function_timeout=mapping.function_timeout,
         memory_size=mapping.memory_size,
         region=region,
-        account=source.account,
+        account=account,
         max_threads=mapping.handler_threads,
     )

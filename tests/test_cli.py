@@ -124,6 +124,7 @@ def test_demo_accounts_for_every_message_without_a_terminal() -> None:
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "every message accounted for" in result.stdout
     assert "every stream record handled" in result.stdout
+    assert "every async invoke delivered" in result.stdout
     assert "\r" not in result.stdout  # plain progress lines when stdout is not a terminal
 
 

@@ -13,7 +13,13 @@ from typing import Any
 
 import pytest
 from sluiceway.app.cli import main
-from sluiceway.app.sam_import import import_template, to_env, to_toml
+from sluiceway.app.sam_import import (
+    env_functions,
+    import_template,
+    sections_env,
+    to_env,
+    to_toml,
+)
 from sluiceway.config import ConfigError, load_settings
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sam"
@@ -44,20 +50,24 @@ def test_every_sqs_kinesis_and_dynamodb_event_source_becomes_a_mapping() -> None
 
 
 def test_sqs_properties_and_function_settings_are_carried_over() -> None:
-    orders = imported().mappings["orders_function_orders"]
-    assert orders == {
-        "source": f"arn:aws:sqs:{REGION}:{ACCOUNT}:orders-prod",
-        "function_name": "orders-prod",
+    report = imported()
+    # the function has schedules, so it is declared on its own and its mappings name it
+    assert report.functions["orders-prod"] == {
         "handler": "app.lambda_handler",
         "code_path": str(FIXTURES / "src" / "orders"),
-        "function_timeout": 30,  # Globals
+        "timeout": 30,  # Globals
         "memory_size": 1024,  # the function's own, over Globals
-        "reserved_concurrency": 5,
+        "reserved_concurrent_executions": 5,
         "isolation": "process",
         "environment": {
             "TABLE_NAME": "users",
             "QUEUE_URL": f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/orders-prod",
         },
+    }
+    orders = report.mappings["orders_function_orders"]
+    assert orders == {
+        "source": f"arn:aws:sqs:{REGION}:{ACCOUNT}:orders-prod",
+        "function_name": "orders-prod",
         "batch_size": 50,  # !Ref to a parameter's default
         "maximum_batching_window_in_seconds": 5,
         "function_response_types": ["ReportBatchItemFailures"],
@@ -108,7 +118,8 @@ def test_stream_properties_are_carried_over() -> None:
 def test_the_report_names_what_could_not_be_carried_over() -> None:
     report = imported()
     text = report.text()
-    assert "OrdersFunction.Events.Nightly: event type Schedule" in text
+    assert "event type Schedule" not in text
+    assert "OrdersFunction.Events.Weekly: ScheduleExpressionTimezone Europe/Paris" in text
     assert "KinesisStreamConsumer" in text
     assert "runtime nodejs20.x cannot run in-process" in text
     assert "function property Tracing" in text
@@ -125,9 +136,26 @@ def check_loaded(settings: Any, report: Any) -> None:
     assert clicks.filter_criteria == report.mappings["streams_function_clicks"]["filter_criteria"]
     orders = settings.mappings["orders_function_orders"]
     assert orders.scaling_config is not None and orders.scaling_config.maximum_concurrency == 20
-    assert orders.environment == report.mappings["orders_function_orders"]["environment"]
-    assert orders.isolation == "process" and orders.report_batch_item_failures
+    # the mapping names its declared function, whose settings it runs with
+    assert orders.environment["TABLE_NAME"] == "users" and orders.isolation == "process"
+    assert orders.report_batch_item_failures
     assert settings.mappings["streams_function_users"].kind == "dynamodb"
+    assert set(settings.schedules) == {"orders_function_nightly", "orders_function_weekly"}
+    nightly = settings.schedules["orders_function_nightly"]
+    assert (nightly.schedule_expression, nightly.enabled, nightly.input) == (
+        "rate(1 day)",
+        True,
+        None,
+    )
+    weekly = settings.schedules["orders_function_weekly"]
+    assert weekly.schedule_expression == "cron(0 6 ? * MON *)" and not weekly.enabled
+    assert weekly.input == '{"report": "weekly"}'
+    # declared on its own, or (an env file, where "orders-prod" cannot be in a variable's name)
+    # by its mappings: either way the one function the schedules and mappings name
+    function = settings.function_table()[nightly.function_name.lower()]
+    assert function.handler == "app.lambda_handler" and function.memory_size == 1024
+    assert function.reserved_concurrent_executions == 5
+    assert orders.function_name == nightly.function_name  # the mapping names the function
 
 
 def test_the_written_toml_loads_from_anywhere_with_code_paths_beside_it(
@@ -137,14 +165,14 @@ def test_the_written_toml_loads_from_anywhere_with_code_paths_beside_it(
     output = project / "sluiceway.toml"
     assert main(["import-sam", str(project / "template.yaml"), "-o", str(output), "--region", REGION,
                  "--account", ACCOUNT]) == 0
-    written = tomllib.loads(output.read_text())["mappings"]
-    assert written["orders_function_orders"]["code_path"] == "src/orders"  # not this machine's
+    written = tomllib.loads(output.read_text())["functions"]
+    assert written["orders-prod"]["code_path"] == "src/orders"  # not this machine's
     # The project moves (another machine, a container): the paths move with the file.
     moved = project.rename(tmp_path / "elsewhere")
     monkeypatch.chdir(tmp_path)
     settings = load_toml(moved / "sluiceway.toml")
     check_loaded(settings, imported(moved / "template.yaml"))
-    assert settings.mappings["orders_function_orders"].code_path == str(moved / "src" / "orders")
+    assert settings.functions["orders-prod"].code_path == str(moved / "src" / "orders")
 
 
 def copied_project(where: Path) -> Path:
@@ -216,17 +244,29 @@ def test_values_that_shells_and_compose_read_differently_are_written_so_both_agr
     tmp_path: Path,
 ) -> None:
     report = imported()
-    orders = report.mappings["orders_function_orders"]
-    orders["environment"] = {
-        "PRICE": "$5 # not a comment, \\ not an escape, ${HOME} not a variable",
-        "MULTI": "line one\nline two",
-        "NOTE": "it's fine",
-    }
-    quoting = report.mappings["streams_function_clicks"]
+    mappings, functions = env_functions(report.mappings, report.functions)
+
+    def set_environment(mapping: str, environment: dict[str, str]) -> dict[str, Any]:
+        """On every mapping of the mapping's function: one function has one set of settings."""
+        function = mappings[mapping]["function_name"]
+        for fields in mappings.values():
+            if fields.get("function_name") == function:
+                fields["environment"] = environment
+        return mappings[mapping]
+
+    orders = set_environment(
+        "orders_function_orders",
+        {
+            "PRICE": "$5 # not a comment, \\ not an escape, ${HOME} not a variable",
+            "MULTI": "line one\nline two",
+            "NOTE": "it's fine",
+        },
+    )
+    quoting = set_environment("streams_function_clicks", {"QUOTED": "it's $5"})
+    # ' with $: no quoting serves both
     quoting["filter_criteria"] = {"Filters": [{"Pattern": '{"data": {"who": ["O\'Brien"]}}'}]}
-    quoting["environment"] = {"QUOTED": "it's $5"}  # ' with $: no quoting serves both
     output = tmp_path / "x.env"
-    output.write_text(to_env(report.mappings))
+    output.write_text(to_env(mappings) + sections_env(functions, report.schedules))
     from_shell = shell_environment(output)
     for from_compose in compose_environments(output, sorted(from_shell)):
         assert from_compose == from_shell

@@ -18,6 +18,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from sluiceway.config import ConfigError
 from sluiceway.config.settings import Settings
 from sluiceway.handlers.invoker import Invoker, PythonInvoker
 from sluiceway.handlers.loader import HandlerLoadError, code_root, load_handler
@@ -419,7 +420,6 @@ async def test_two_app_lambda_handlers_each_with_reserved_concurrency_get_their_
         a={**fields, "code_path": codes["a"]},
         b={**fields, "code_path": codes["b"]},
         a_again={**fields, "code_path": codes["a"], "function_name": "a"},  # a's second mapping
-        clash={**fields, "code_path": codes["a"], "function_name": "a", "reserved_concurrency": 2},
     )
     pools = ReservedPools()
     async with (
@@ -437,8 +437,12 @@ async def test_two_app_lambda_handlers_each_with_reserved_concurrency_get_their_
         assert await payload(b) == "b"
         a.pool.release()
         assert await payload(a) == "a"
-    with pytest.raises(TargetError, match="RESERVED_CONCURRENCY"):
-        build_target(config.mappings["clash"], config, reserved=pools)
+    # one function has one set of handler settings: a clash is refused when loading
+    with pytest.raises(ConfigError, match="SLUICEWAY_MAPPINGS__CLASH__RESERVED_CONCURRENCY"):
+        settings(
+            a={**fields, "code_path": codes["a"]},
+            clash={**fields, "code_path": codes["a"], "function_name": "a", "reserved_concurrency": 2},
+        )
 
 
 # ---------------------------------------------------------------- end to end
