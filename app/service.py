@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 from dataclasses import dataclass, field
@@ -371,8 +372,11 @@ class Service:
         /status; as in Lambda every invocation fails with it, and the first that loads the
         handler makes the mappings ready again."""
         mappings = [name for name, used in self.invokers.items() if used is invoker]
+        # what the init phase logs or prints is tagged with the (first) mapping that runs it
+        tag = bind_log_context(mapping=mappings[0]) if mappings else contextlib.nullcontext()
         try:
-            init = await invoker.warm()
+            with tag:
+                init = await invoker.warm()
         except HandlerLoadError as exc:
             log.error(
                 "function %s: handler cannot be loaded: %s: %s", function, exc.error_type, exc
