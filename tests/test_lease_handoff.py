@@ -181,9 +181,7 @@ async def test_a_running_replica_hands_a_lease_over_only_after_its_batch_in_flig
         scope = f"k|{arn}"
         async with running(settings, checkpoints=store):
             await eventually(lambda: len(recording.SPANS) >= 2, timeout=30)
-            [lease] = await store.table.list(scope)
-            marked = await store.table.request_handoff(lease, "taker")
-            assert marked is not None
+            lease = await _mark(store, scope, "taker")
             asked_at = time.time()
 
             async def handed_over() -> bool:
@@ -221,8 +219,7 @@ async def test_a_replica_stopping_as_the_mark_lands_hands_the_lease_over() -> No
         scope = f"k|{arn}"
         async with running(settings, checkpoints=store) as service:
             await eventually(lambda: len(recording.SPANS) >= 2, timeout=30)
-            [lease] = await store.table.list(scope)
-            assert await store.table.request_handoff(lease, "taker") is not None
+            lease = await _mark(store, scope, "taker")
             service.stop()
         stopped_at = time.time()
         after = await store.table.get(scope, lease.shard_id)
@@ -232,3 +229,15 @@ async def test_a_replica_stopping_as_the_mark_lands_hands_the_lease_over() -> No
     last = max(int(seq) for _, _, seqs in recording.SPANS for seq in seqs)
     assert int(after.checkpoint or 0) == last
     assert all(end <= stopped_at for _, end, _ in recording.SPANS)
+
+
+async def _mark(store: DynamoCheckpoints, scope: str, taker: str) -> Lease:
+    """Mark the scope's one lease for `taker`, as a taker does: the mark is conditional on the
+    lease's counter, so an owner's renewal in between means reading it again and retrying."""
+    for _ in range(20):
+        [lease] = await store.table.list(scope)
+        marked = await store.table.request_handoff(lease, taker)
+        if marked is not None:
+            return marked
+        await anyio.sleep(0.05)
+    raise AssertionError("the hand-off mark never landed")
