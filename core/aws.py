@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
+from sluiceway.core.fast_calls import FastCalls
 from sluiceway.core.telemetry import instrument_session
 
 LONG_POLL_SECONDS = 20
@@ -39,6 +40,7 @@ class AwsClients:
         instrument_session(self._session)  # spans for every AWS call, when tracing is on
         self._stack = contextlib.AsyncExitStack()
         self._clients: dict[str, Any] = {}
+        self._fast: dict[str, FastCalls] = {}
         self._lock = anyio.Lock()
         self._pool = max_pool_connections
 
@@ -66,3 +68,13 @@ class AwsClients:
                 )
                 self._clients[key] = await self._stack.enter_async_context(creator)
             return self._clients[key]
+
+    async def fast(self, service: str, *, long_poll: bool = False) -> FastCalls:
+        """The hot calls (GetRecords, ReceiveMessage, DeleteMessageBatch) on the service's
+        client, sent below botocore's request pipeline (`core.fast_calls`)."""
+        key = f"{service}/long-poll" if long_poll else service
+        client = await self.client(service, long_poll=long_poll)
+        if key not in self._fast:
+            self._fast[key] = FastCalls(client)
+            self._stack.callback(self._fast[key].close)
+        return self._fast[key]

@@ -9,6 +9,7 @@ from typing import Any
 from botocore.utils import parse_timestamp
 from sluiceway.config.mapping import MappingConfig
 from sluiceway.core.aws import AwsClients
+from sluiceway.core.fast_calls import FastCalls
 from sluiceway.core.telemetry import poll_span, set_count, source_name
 from sluiceway.pollers.kinesis_records import to_source_records
 from sluiceway.pollers.shards import Shard, StartPosition, shard_from_listing
@@ -56,11 +57,13 @@ class KinesisApi:
         # Lambda names the function's execution role; Sluiceway has none, so it names itself.
         self.identity_arn = f"arn:{source.partition}:iam::{source.account}:role/sluiceway"
         self._kinesis: Any = None
+        self._fast: FastCalls | None = None
         self._summary: dict[str, Any] = {}
 
     async def resolve(self) -> None:
         self._kinesis = await self._clients.client("kinesis")
         use_fast_timestamps(self._kinesis)
+        self._fast = await self._clients.fast("kinesis")
         summary = await self._kinesis.describe_stream_summary(StreamName=self.stream_name)
         self._summary = summary["StreamDescriptionSummary"]
         self.stream_arn = self._summary.get("StreamARN", self.stream_arn)
@@ -97,8 +100,9 @@ class KinesisApi:
         with poll_span(
             source_name(self.stream_arn), "kinesis", "GetRecords", sluiceway__shard=shard_id
         ) as poll:
-            response = await self._kinesis.get_records(
-                ShardIterator=iterator, Limit=GET_RECORDS_LIMIT
+            assert self._fast is not None, "resolve() first"
+            response = await self._fast.call(
+                "GetRecords", {"ShardIterator": iterator, "Limit": GET_RECORDS_LIMIT}
             )
             set_count(poll, len(response.get("Records", [])))
         records = [

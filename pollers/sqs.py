@@ -93,6 +93,7 @@ class SqsPoller(Poller):
         self._slots: TaskGroup | None = None
         self._sqs: Any = None
         self._receiver: Any = None
+        self._deleter: Any = None
         self._gathering = anyio.Lock()
         self.queue_url = ""
         self.queue_arn = self.source.arn
@@ -112,7 +113,8 @@ class SqsPoller(Poller):
     async def resolve(self) -> None:
         """Find the queue and read the attributes the poller depends on (retries until reachable)."""
         sqs = self._sqs = await self._clients.client("sqs")
-        self._receiver = await self._clients.client("sqs", long_poll=True)
+        self._receiver = await self._clients.fast("sqs", long_poll=True)
+        self._deleter = await self._clients.fast("sqs")
         info = await call_with_retry(
             read_queue, sqs, self.source, on_error=self._note_error, retry_all=True
         )
@@ -277,12 +279,15 @@ class SqsPoller(Poller):
             try:
                 sent_at = time.monotonic()
                 response = await call_with_retry(
-                    self._receiver.receive_message,
-                    QueueUrl=self.queue_url,
-                    MaxNumberOfMessages=count,
-                    WaitTimeSeconds=wait,
-                    MessageSystemAttributeNames=["All"],
-                    MessageAttributeNames=["All"],
+                    self._receiver.call,
+                    "ReceiveMessage",
+                    {
+                        "QueueUrl": self.queue_url,
+                        "MaxNumberOfMessages": count,
+                        "WaitTimeSeconds": wait,
+                        "MessageSystemAttributeNames": ["All"],
+                        "MessageAttributeNames": ["All"],
+                    },
                     on_error=self._note_error,
                     retry_all=True,
                 )
@@ -344,10 +349,11 @@ class SqsPoller(Poller):
         pending = {str(i): r for i, r in enumerate(records)}
         for attempt in range(5):
             try:
+                entries = [{"Id": i, "ReceiptHandle": r.handle} for i, r in pending.items()]
                 response = await call_with_retry(
-                    self._sqs.delete_message_batch,
-                    QueueUrl=self.queue_url,
-                    Entries=[{"Id": i, "ReceiptHandle": r.handle} for i, r in pending.items()],
+                    self._deleter.call,
+                    "DeleteMessageBatch",
+                    {"QueueUrl": self.queue_url, "Entries": entries},
                     attempts=5,
                     on_error=self._note_error,
                 )

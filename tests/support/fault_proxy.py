@@ -1,7 +1,7 @@
 """A reverse proxy on loopback between the service and an AWS emulator that breaks calls on purpose.
 
-At set rates it answers with the service's throttling error (400), a 500, resets the connection,
-answers slowly, or never answers (a stalled connection the client must cut). Set `rates` at any
+At set rates it answers with the service's throttling error (400), a 500, an expired shard
+iterator (400 ExpiredIteratorException), resets the connection, answers slowly, or never answers (a stalled connection the client must cut). Set `rates` at any
 time; all zero passes everything through.
 """
 
@@ -32,6 +32,7 @@ class FaultRates:
     reset: float = 0.0
     slow: float = 0.0
     stall: float = 0.0
+    expired_iterator: float = 0.0
     slow_seconds: float = 0.5
     stall_seconds: float = 3600.0
 
@@ -69,7 +70,7 @@ class FaultProxy:
 
     def _pick(self) -> str | None:
         roll = self._rng.random()
-        for name in ("throttle", "error_500", "reset", "slow", "stall"):
+        for name in ("throttle", "error_500", "reset", "slow", "stall", "expired_iterator"):
             rate = float(getattr(self.rates, name))
             if roll < rate:
                 return name
@@ -79,8 +80,8 @@ class FaultProxy:
     @staticmethod
     def _error(request: web.Request, status: int, code: str) -> web.Response:
         target = request.headers.get("X-Amz-Target", "")
-        if status == 400:
-            code = _THROTTLE_CODES.get(target.split(".", 1)[0], "ThrottlingException")
+        if code == "ThrottlingException":
+            code = _THROTTLE_CODES.get(target.split(".", 1)[0], code)
         body = json.dumps({"__type": code, "message": "injected by the fault proxy"})
         return web.Response(
             status=status,
@@ -97,6 +98,8 @@ class FaultProxy:
             return self._error(request, 400, "ThrottlingException")
         if fault == "error_500":
             return self._error(request, 500, "InternalFailure")
+        if fault == "expired_iterator":
+            return self._error(request, 400, "ExpiredIteratorException")
         if fault == "reset":
             if request.transport is not None:
                 request.transport.abort()  # the client sees its connection reset

@@ -1,0 +1,256 @@
+"""The hot calls sent below botocore's pipeline answer, fail and retry as the client itself does:
+against kinesalite, moto and ministack, and through the fault proxy for throttles, 5xx and expired
+iterators."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import botocore.auth
+import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.retries.standard import ExponentialBackoff
+from sluiceway.core.aws import AwsClients
+from sluiceway.core.fast_calls import FastCalls, _Signer
+
+from tests.support.fault_proxy import FaultProxy, FaultRates
+from tests.support.sqs import make_queue, unique
+from tests.support.streams import make_stream
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.mark.parametrize("token", [None, "session-token"])
+def test_signature_is_botocores(token: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    instant = datetime.datetime(2026, 12, 4, 23, 59, 58, tzinfo=datetime.UTC)
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: instant)
+    body = b'{"ShardIterator": "AAAA", "Limit": 10000}'
+    headers = {
+        "X-Amz-Target": "Kinesis_20131202.GetRecords",
+        "Content-Type": "application/x-amz-json-1.1",
+        "User-Agent": "aiobotocore/3  md/x  (spaces)",
+    }
+    request = AWSRequest("POST", "https://kinesis.eu-west-1.amazonaws.com/", headers, body)
+    SigV4Auth(Credentials("AKID", "secret", token), "kinesis", "eu-west-1").add_auth(request)
+    signed = {"host": "kinesis.eu-west-1.amazonaws.com", "x-amz-date": "20261204T235958Z"}
+    signed |= {k.lower(): v for k, v in headers.items()}
+    if token:
+        signed["x-amz-security-token"] = token
+    ours = _Signer("kinesis", "eu-west-1", "/").authorization(
+        signed, body, "20261204T235958Z", "AKID", "secret"
+    )
+    assert ours == request.headers["Authorization"]
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[AwsClients]:
+    async with AwsClients("us-east-1") as made:
+        yield made
+
+
+async def _iterator(kinesis: Any, arn: str, kind: str = "TRIM_HORIZON") -> str:
+    name = arn.rsplit("/", 1)[-1]  # kinesalite takes names only
+    shard = (await kinesis.list_shards(StreamName=name))["Shards"][0]["ShardId"]
+    response = await kinesis.get_shard_iterator(
+        StreamName=name, ShardId=shard, ShardIteratorType=kind
+    )
+    return str(response["ShardIterator"])
+
+
+def _same(ours: dict[str, Any], theirs: dict[str, Any]) -> None:
+    """Equal but for the request's own metadata (and kinesalite's fresh iterator per call)."""
+    ours, theirs = dict(ours), dict(theirs)
+    ours_meta, theirs_meta = ours.pop("ResponseMetadata"), theirs.pop("ResponseMetadata")
+    assert bool(ours.pop("NextShardIterator", None)) == bool(theirs.pop("NextShardIterator", None))
+    assert ours == theirs
+    assert ours_meta["HTTPStatusCode"] == theirs_meta["HTTPStatusCode"] == 200
+    assert ours_meta["RetryAttempts"] == 0
+
+
+@pytest.mark.usefixtures("kinesalite")
+async def test_get_records_answers_as_the_client(clients: AwsClients) -> None:
+    kinesis = await clients.client("kinesis")
+    fast = await clients.fast("kinesis")
+    arn = await make_stream(kinesis, unique("fast"), shards=1)
+    iterator = await _iterator(kinesis, arn)
+    first = await fast.call("GetRecords", {"ShardIterator": iterator, "Limit": 100})
+    assert fast.direct("GetRecords")  # the first call went through the client and taught it
+    empty = await fast.call("GetRecords", {"ShardIterator": iterator, "Limit": 100})
+    _same(empty, await kinesis.get_records(ShardIterator=iterator, Limit=100))
+    assert first["Records"] == empty["Records"] == []
+    await kinesis.put_record(
+        StreamName=arn.rsplit("/", 1)[-1], Data=b"\x00\xffbytes", PartitionKey="k"
+    )
+    page = await fast.call("GetRecords", {"ShardIterator": iterator, "Limit": 100})
+    _same(page, await kinesis.get_records(ShardIterator=iterator, Limit=100))
+    assert page["Records"][0]["Data"] == b"\x00\xffbytes"
+    assert isinstance(page["Records"][0]["ApproximateArrivalTimestamp"], datetime.datetime)
+
+
+@pytest.mark.usefixtures("kinesalite")
+async def test_an_endpoint_parameter_goes_through_the_client(clients: AwsClients) -> None:
+    kinesis = await clients.client("kinesis")
+    fast = await clients.fast("kinesis")
+    arn = await make_stream(kinesis, unique("fast"), shards=1)
+    iterator = await _iterator(kinesis, arn)
+    await fast.call("GetRecords", {"ShardIterator": iterator})
+    page = await fast.call("GetRecords", {"ShardIterator": iterator, "StreamARN": arn})
+    assert page["Records"] == []  # StreamARN may choose the endpoint: the client resolves it
+
+
+async def _attempts(proxy: FaultProxy, call: Any) -> tuple[str, str, int]:
+    """The exception class and error code `call` ends with, and how many requests it made."""
+    before = sum(proxy.counts.values())
+    with pytest.raises(ClientError) as raised:
+        await call()
+    code = raised.value.response["Error"]["Code"]
+    return type(raised.value).__name__, code, sum(proxy.counts.values()) - before
+
+
+@contextlib.asynccontextmanager
+async def _through_proxy(
+    upstream: str, monkeypatch: pytest.MonkeyPatch, service: str
+) -> AsyncIterator[tuple[FaultProxy, Any, FastCalls]]:
+    """Clients whose calls pass the fault proxy; botocore's backoff shortened for both paths."""
+    monkeypatch.setattr(ExponentialBackoff, "delay_amount", lambda self, context: 0.01)
+    async with FaultProxy(upstream) as proxy:
+        monkeypatch.setenv(f"AWS_ENDPOINT_URL_{service.upper()}", proxy.url)
+        async with AwsClients("us-east-1") as made:
+            yield proxy, await made.client(service), await made.fast(service)
+
+
+@pytest.mark.parametrize(
+    ("rates", "code"),
+    [
+        (FaultRates(throttle=1.0), "ProvisionedThroughputExceededException"),
+        (FaultRates(error_500=1.0), "InternalFailure"),
+        (FaultRates(expired_iterator=1.0), "ExpiredIteratorException"),
+    ],
+    ids=["throttle", "5xx", "expired-iterator"],
+)
+async def test_kinesis_errors_retry_and_raise_as_the_client(
+    kinesalite: str, monkeypatch: pytest.MonkeyPatch, rates: FaultRates, code: str
+) -> None:
+    async with _through_proxy(kinesalite, monkeypatch, "kinesis") as (proxy, kinesis, fast):
+        arn = await make_stream(kinesis, unique("faulty"), shards=1)
+        iterator = await _iterator(kinesis, arn)
+        await fast.call("GetRecords", {"ShardIterator": iterator})
+        assert fast.direct("GetRecords")
+        proxy.rates = rates
+        params = {"ShardIterator": iterator, "Limit": 10}
+        theirs = await _attempts(proxy, lambda: kinesis.get_records(**params))
+        ours = await _attempts(proxy, lambda: fast.call("GetRecords", params))
+        assert ours == theirs
+        assert ours[1] == code
+        assert (ours[2] == 1) == (code == "ExpiredIteratorException")  # the others are retried
+
+
+async def test_a_5xx_then_an_answer_is_retried_to_success(
+    kinesalite: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with _through_proxy(kinesalite, monkeypatch, "kinesis") as (proxy, kinesis, fast):
+        arn = await make_stream(kinesis, unique("heals"), shards=1)
+        iterator = await _iterator(kinesis, arn)
+        await fast.call("GetRecords", {"ShardIterator": iterator})
+        proxy.rates = FaultRates(error_500=1.0)
+
+        async def heal() -> None:
+            while proxy.counts["error_500"] < 1:  # noqa: ASYNC110
+                await anyio.sleep(0.005)
+            proxy.rates = FaultRates()
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(heal)
+                page = await fast.call("GetRecords", {"ShardIterator": iterator})
+        assert page["ResponseMetadata"]["RetryAttempts"] == 1
+        assert page["Records"] == []
+
+
+async def test_nothing_listening_is_botocores_connection_error(
+    clients: AwsClients, kinesalite: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kinesis = await clients.client("kinesis")
+    fast = await clients.fast("kinesis")
+    arn = await make_stream(kinesis, unique("gone"), shards=1)
+    iterator = await _iterator(kinesis, arn)
+    await fast.call("GetRecords", {"ShardIterator": iterator})
+    fast.close()
+    template = fast._templates["GetRecords"]
+    assert template is not None
+    template.pool._port = 9  # discard: nothing listens there
+    monkeypatch.setattr(ExponentialBackoff, "delay_amount", lambda self, context: 0.01)
+    with pytest.raises(EndpointConnectionError):
+        await fast.call("GetRecords", {"ShardIterator": iterator})
+
+
+async def _sqs_round(sqs: Any, fast: FastCalls, url: str) -> None:
+    receive = {
+        "QueueUrl": url,
+        "MaxNumberOfMessages": 10,
+        "WaitTimeSeconds": 0,
+        "MessageSystemAttributeNames": ["All"],
+        "MessageAttributeNames": ["All"],
+    }
+    assert (await fast.call("ReceiveMessage", receive)).get("Messages") is None
+    assert fast.direct("ReceiveMessage")
+    empty = await fast.call("ReceiveMessage", receive)
+    _same(empty, await sqs.receive_message(**receive))
+    for body in ("hello", "again"):
+        await sqs.send_message(
+            QueueUrl=url,
+            MessageBody=body,
+            MessageAttributes={"raw": {"DataType": "Binary", "BinaryValue": b"\x00\x01"}},
+        )
+    messages: list[dict[str, Any]] = []
+    with anyio.fail_after(10):
+        while len(messages) < 2:
+            messages += (await fast.call("ReceiveMessage", receive)).get("Messages", [])
+    assert sorted(m["Body"] for m in messages) == ["again", "hello"]
+    assert messages[0]["MessageAttributes"]["raw"]["BinaryValue"] == b"\x00\x01"
+    for message in messages:  # the first teaches, the second is sent directly
+        entries = [{"Id": "0", "ReceiptHandle": message["ReceiptHandle"]}]
+        deleted = await fast.call("DeleteMessageBatch", {"QueueUrl": url, "Entries": entries})
+        assert [e["Id"] for e in deleted.get("Successful", [])] == ["0"]
+    assert fast.direct("DeleteMessageBatch")
+    missing = {"QueueUrl": url + "-missing", "MaxNumberOfMessages": 1}
+    with pytest.raises(ClientError) as theirs:
+        await sqs.receive_message(**missing)
+    with pytest.raises(ClientError) as ours:
+        await fast.call("ReceiveMessage", missing)
+    assert type(ours.value) is type(theirs.value)
+    assert ours.value.response["Error"]["Code"] == theirs.value.response["Error"]["Code"]
+
+
+async def test_sqs_calls_answer_as_the_client_on_moto(moto_url: str, clients: AwsClients) -> None:
+    sqs = await clients.client("sqs")
+    url, _ = await make_queue(sqs, unique("fast"))
+    await _sqs_round(sqs, await clients.fast("sqs"), url)
+
+
+@pytest.mark.usefixtures("ministack_sqs")
+async def test_sqs_calls_answer_as_the_client_on_ministack(clients: AwsClients) -> None:
+    sqs = await clients.client("sqs")
+    url, _ = await make_queue(sqs, unique("fast"))
+    await _sqs_round(sqs, await clients.fast("sqs"), url)
+
+
+async def test_sqs_throttles_are_retried_as_the_client_does(
+    ministack_sqs: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with _through_proxy(ministack_sqs, monkeypatch, "sqs") as (proxy, sqs, fast):
+        url, _ = await make_queue(sqs, unique("throttled"))
+        receive = {"QueueUrl": url, "MaxNumberOfMessages": 1, "WaitTimeSeconds": 0}
+        await fast.call("ReceiveMessage", receive)
+        proxy.rates = FaultRates(throttle=1.0)
+        theirs = await _attempts(proxy, lambda: sqs.receive_message(**receive))
+        ours = await _attempts(proxy, lambda: fast.call("ReceiveMessage", receive))
+        assert ours == theirs
+        assert ours[2] > 1
