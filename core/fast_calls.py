@@ -44,6 +44,7 @@ from botocore.exceptions import (
     ConnectTimeoutError,
     EndpointConnectionError,
     ReadTimeoutError,
+    SSLError,
 )
 from sluiceway.core import telemetry
 
@@ -169,6 +170,8 @@ class _Pool:
                 )
         except TimeoutError as exc:
             raise ConnectTimeoutError(endpoint_url=self.url, error=exc) from exc
+        except ssl.SSLError as exc:
+            raise SSLError(endpoint_url=self.url, error=exc) from exc
         except OSError as exc:
             raise EndpointConnectionError(endpoint_url=self.url, error=exc) from exc
         return _Connection(reader, writer)
@@ -471,7 +474,12 @@ class FastCalls:
             answer: _Answer | None = None
             try:
                 answer = await template.pool.exchange(await self._request(template, body))
-            except (ConnectionClosedError, EndpointConnectionError, ReadTimeoutError) as exc:
+            except (
+                ConnectionClosedError,
+                EndpointConnectionError,
+                ReadTimeoutError,
+                SSLError,
+            ) as exc:
                 exception = exc  # ConnectTimeoutError is an EndpointConnectionError
             if answer is not None and answer.status < 300:
                 parsed = orjson.loads(answer.body) if answer.body else {}

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import ipaddress
+import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -15,8 +18,12 @@ import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
-from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.exceptions import ClientError, EndpointConnectionError, SSLError
 from botocore.retries.standard import ExponentialBackoff
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from sluiceway.core.aws import AwsClients
 from sluiceway.core.fast_calls import FastCalls, _Signer
 
@@ -254,3 +261,62 @@ async def test_sqs_throttles_are_retried_as_the_client_does(
         ours = await _attempts(proxy, lambda: fast.call("ReceiveMessage", receive))
         assert ours == theirs
         assert ours[2] > 1
+
+
+def _self_signed(folder: Path) -> tuple[Path, ssl.SSLContext]:
+    """A certificate for 127.0.0.1 and a server context that presents it."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert = folder / "cert.pem"
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file = folder / "key.pem"
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert, key_file)
+    return cert, server
+
+
+async def test_https_uses_the_clients_certificate_settings(
+    kinesalite: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    cert, server = _self_signed(tmp_path)
+    async with FaultProxy(kinesalite, ssl=server) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_KINESIS", proxy.url)
+        monkeypatch.setenv("AWS_CA_BUNDLE", str(cert))
+        async with AwsClients("us-east-1") as made:
+            kinesis, fast = await made.client("kinesis"), await made.fast("kinesis")
+            arn = await make_stream(kinesis, unique("tls"), shards=1)
+            iterator = await _iterator(kinesis, arn)
+            for _ in range(3):
+                page = await fast.call("GetRecords", {"ShardIterator": iterator})
+                iterator = page["NextShardIterator"]
+            assert fast.direct("GetRecords") and page["Records"] == []
+            template = fast._templates["GetRecords"]
+            assert template is not None
+            fast.close()  # new connections, verified against the system's roots only
+            template.pool._ssl = ssl.create_default_context()
+            monkeypatch.setattr(ExponentialBackoff, "delay_amount", lambda self, context: 0.01)
+            with pytest.raises(SSLError):
+                await fast.call("GetRecords", {"ShardIterator": iterator})

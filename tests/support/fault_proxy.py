@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import ssl as ssl_module
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -46,6 +47,8 @@ class FaultProxy:
     operations: Counter[str] = field(default_factory=Counter)
     """Calls per operation (X-Amz-Target, e.g. Kinesis_20131202.GetRecords), faulted or not."""
     url: str = ""
+    ssl: ssl_module.SSLContext | None = None
+    """Serve HTTPS with this context (the client must trust its certificate)."""
 
     async def __aenter__(self) -> FaultProxy:
         self._rng = random.Random(self.seed)
@@ -58,10 +61,10 @@ class FaultProxy:
             app, access_log=None, shutdown_timeout=1.0, handler_cancellation=True
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.ssl)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"{'https' if self.ssl else 'http'}://127.0.0.1:{port}"
         return self
 
     async def __aexit__(self, *exc: object) -> None:
