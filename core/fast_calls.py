@@ -67,6 +67,9 @@ _SKIPPED = {
     "amz-sdk-request",
     "transfer-encoding",
     "expect",
+    "x-amzn-trace-id",
+    "traceparent",
+    "tracestate",
 }
 """Request headers that are per call (or per connection): never copied from the template."""
 _PLAIN = (str, int, bool, float, type(None))
@@ -301,12 +304,21 @@ def _plain(value: Any) -> bool:
     return False
 
 
+def _accepted(model: Any) -> frozenset[str]:
+    """Input members a call may set: all but those the endpoint ruleset reads."""
+    return frozenset(model.input_shape.members) - {p.member_name for p in model.context_parameters}
+
+
+def _fits(accepted: frozenset[str], params: dict[str, Any]) -> bool:
+    """Members the operation has, plain values, none that would change the endpoint."""
+    return all(k in accepted and _plain(v) for k, v in params.items())
+
+
 @dataclass
 class _Template:
     """One operation's request as the client prepared it, and what its answers need."""
 
     model: Any
-    method: str
     pool: _Pool
     signer: _Signer
     head: str
@@ -340,21 +352,16 @@ class FastCalls:
 
     async def call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
         template = self._templates.get(operation)
-        if template is None or not self._fits(template, params):
-            return await self._through_client(operation, params)
-        return await self._fast(template, operation, params)
+        if template is not None and _fits(template.accepted, params):
+            return await self._fast(template, operation, params)
+        return await self._through_client(operation, params)
 
     # ------------------------------------------------------------------ the template
 
-    @staticmethod
-    def _fits(template: _Template, params: dict[str, Any]) -> bool:
-        """Members the operation has, plain values, none that would change the endpoint."""
-        accepted = template.accepted
-        return all(k in accepted and _plain(v) for k, v in params.items())
-
     async def _through_client(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
-        """The client's own call; the first one of an operation also records its template."""
-        if operation in self._templates:
+        """The client's own call; the first one of an operation that a template could send
+        also records its template."""
+        if operation in self._templates or not _fits(_accepted(self._model(operation)), params):
             return await getattr(self._client, xform_name(operation))(**params)
         event = f"before-send.{self._service_id}.{operation}"
         seen: list[Any] = []
@@ -370,10 +377,13 @@ class FastCalls:
             if operation not in self._templates and seen:
                 self._templates[operation] = self._template(operation, seen[0])
 
+    def _model(self, operation: str) -> Any:
+        return self._client.meta.service_model.operation_model(operation)
+
     def _template(self, operation: str, request: Any) -> _Template | None:
         """What the client sent, made reusable; None when a call cannot be sent this way."""
         client = self._client
-        model = client.meta.service_model.operation_model(operation)
+        model = self._model(operation)
         authorization = _text(request.headers.get("Authorization", ""))
         http = client._endpoint.http_session
         if (
@@ -418,14 +428,12 @@ class FastCalls:
         )
         return _Template(
             model=model,
-            method=xform_name(operation),
             pool=pool,
             signer=signer,
             head="\r\n".join(lines) + "\r\n",
             signed={"host": str(host), **{k.lower(): v for k, v in fixed.items()}},
             converted=converted,
-            accepted=frozenset(model.input_shape.members)
-            - {p.member_name for p in model.context_parameters},
+            accepted=_accepted(model),
         )
 
     # ------------------------------------------------------------------ the fast path
