@@ -106,9 +106,10 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         ):
             ours, theirs = lat[source].get("sluiceway"), lat[source].get(peer)
             if ours and theirs:
+                shards = f", {lat['kinesis_shards']} shards" if source == "kinesis" else ""
                 out.append(
                     (
-                        f"{source} put→handler p50 / p99 ms ({peer})",
+                        f"{source} put→handler p50 / p99 ms{shards} ({peer})",
                         f"{_f(ours['p50_ms'], 0)} / {_f(ours['p99_ms'], 0)}",
                         f"{_f(theirs['p50_ms'], 0)} / {_f(theirs['p99_ms'], 0)}",
                         _ratio(ours["p50_ms"], theirs["p50_ms"]),

@@ -22,7 +22,14 @@ import anyio
 from bench import handlers
 from bench.common import ROOT, aws_env, cpu_now, percentile, python_child, run_child
 from bench.consume import mapping
-from bench.emulators import client, kinesalite, make_queue, make_stream, ministack
+from bench.emulators import (
+    client,
+    emulator_cpu,
+    kinesalite,
+    make_queue,
+    make_stream,
+    ministack,
+)
 
 SHARDS_PER_STREAM = 64
 PROBE_RATE = 5.0
@@ -128,11 +135,13 @@ def run(
         for url in urls:
             args += ["--queue", url]
         env = aws_env(sqs=sqs_url, kinesis=kinesis_url)
+        emulator_before, began = emulator_cpu(kinesis_url), time.monotonic()
         result = run_child(
             python_child("bench.scale", "--child", *args, "--probes", str(probes)),
             env,
             timeout=idle_seconds + 240 + probes / PROBE_RATE,
         )
+        emulator_share = (emulator_cpu(kinesis_url) - emulator_before) / (time.monotonic() - began)
         slower = run_child(
             python_child(
                 "bench.scale", "--child", *args, "--idle-poll-max", str(IDLE_POLL_ALTERNATIVE)
@@ -151,6 +160,7 @@ def run(
         "first_record_p50_ms": percentile([x * 1000 for x in result.latencies], 50),
         "first_record_p99_ms": percentile([x * 1000 for x in result.latencies], 99),
         "probes": len(result.latencies),
+        "kinesalite_share": emulator_share,
         "rss_mb": result.max_rss_mb,
         "idle_seconds": idle_seconds,
     }
