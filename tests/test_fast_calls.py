@@ -8,13 +8,14 @@ import contextlib
 import datetime
 import ipaddress
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
 import botocore.auth
 import pytest
+from aiobotocore.session import get_session
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
@@ -57,6 +58,30 @@ def test_signature_is_botocores(token: str | None, monkeypatch: pytest.MonkeyPat
 
 
 @pytest.fixture
+async def one_shard(kinesalite: str) -> AsyncIterator[Callable[[Any], Awaitable[str]]]:
+    """Makes one-shard streams, deleted afterwards: kinesalite allows 10 shards in all."""
+    made: list[str] = []
+
+    async def make(kinesis: Any) -> str:
+        arn = await make_stream(kinesis, "fast", shards=1)
+        made.append(arn.rsplit("/", 1)[-1])
+        return arn
+
+    yield make
+    async with get_session().create_client(
+        "kinesis", region_name="us-east-1", endpoint_url=kinesalite
+    ) as kinesis:
+        for name in made:
+            await kinesis.delete_stream(StreamName=name)
+        with anyio.fail_after(10):
+            for name in made:
+                with contextlib.suppress(kinesis.exceptions.ResourceNotFoundException):
+                    while True:  # deleting takes kinesalite a moment
+                        await kinesis.describe_stream_summary(StreamName=name)
+                        await anyio.sleep(0.05)
+
+
+@pytest.fixture
 async def clients() -> AsyncIterator[AwsClients]:
     async with AwsClients("us-east-1") as made:
         yield made
@@ -82,10 +107,10 @@ def _same(ours: dict[str, Any], theirs: dict[str, Any]) -> None:
 
 
 @pytest.mark.usefixtures("kinesalite")
-async def test_get_records_answers_as_the_client(clients: AwsClients) -> None:
+async def test_get_records_answers_as_the_client(clients: AwsClients, one_shard: Any) -> None:
     kinesis = await clients.client("kinesis")
     fast = await clients.fast("kinesis")
-    arn = await make_stream(kinesis, unique("fast"), shards=1)
+    arn = await one_shard(kinesis)
     iterator = await _iterator(kinesis, arn)
     first = await fast.call("GetRecords", {"ShardIterator": iterator, "Limit": 100})
     assert fast.direct("GetRecords")  # the first call went through the client and taught it
@@ -102,10 +127,12 @@ async def test_get_records_answers_as_the_client(clients: AwsClients) -> None:
 
 
 @pytest.mark.usefixtures("kinesalite")
-async def test_an_endpoint_parameter_goes_through_the_client(clients: AwsClients) -> None:
+async def test_an_endpoint_parameter_goes_through_the_client(
+    clients: AwsClients, one_shard: Any
+) -> None:
     kinesis = await clients.client("kinesis")
     fast = await clients.fast("kinesis")
-    arn = await make_stream(kinesis, unique("fast"), shards=1)
+    arn = await one_shard(kinesis)
     iterator = await _iterator(kinesis, arn)
     first = await fast.call("GetRecords", {"ShardIterator": iterator, "StreamARN": arn})
     assert not fast.direct("GetRecords")  # StreamARN may choose the endpoint: never a template
@@ -146,10 +173,10 @@ async def _through_proxy(
     ids=["throttle", "5xx", "expired-iterator"],
 )
 async def test_kinesis_errors_retry_and_raise_as_the_client(
-    kinesalite: str, monkeypatch: pytest.MonkeyPatch, rates: FaultRates, code: str
+    kinesalite: str, monkeypatch: pytest.MonkeyPatch, rates: FaultRates, code: str, one_shard: Any
 ) -> None:
     async with _through_proxy(kinesalite, monkeypatch, "kinesis") as (proxy, kinesis, fast):
-        arn = await make_stream(kinesis, unique("faulty"), shards=1)
+        arn = await one_shard(kinesis)
         iterator = await _iterator(kinesis, arn)
         await fast.call("GetRecords", {"ShardIterator": iterator})
         assert fast.direct("GetRecords")
@@ -163,10 +190,10 @@ async def test_kinesis_errors_retry_and_raise_as_the_client(
 
 
 async def test_a_5xx_then_an_answer_is_retried_to_success(
-    kinesalite: str, monkeypatch: pytest.MonkeyPatch
+    kinesalite: str, monkeypatch: pytest.MonkeyPatch, one_shard: Any
 ) -> None:
     async with _through_proxy(kinesalite, monkeypatch, "kinesis") as (proxy, kinesis, fast):
-        arn = await make_stream(kinesis, unique("heals"), shards=1)
+        arn = await one_shard(kinesis)
         iterator = await _iterator(kinesis, arn)
         await fast.call("GetRecords", {"ShardIterator": iterator})
         proxy.rates = FaultRates(error_500=1.0)
@@ -185,11 +212,11 @@ async def test_a_5xx_then_an_answer_is_retried_to_success(
 
 
 async def test_nothing_listening_is_botocores_connection_error(
-    clients: AwsClients, kinesalite: str, monkeypatch: pytest.MonkeyPatch
+    clients: AwsClients, monkeypatch: pytest.MonkeyPatch, one_shard: Any
 ) -> None:
     kinesis = await clients.client("kinesis")
     fast = await clients.fast("kinesis")
-    arn = await make_stream(kinesis, unique("gone"), shards=1)
+    arn = await one_shard(kinesis)
     iterator = await _iterator(kinesis, arn)
     await fast.call("GetRecords", {"ShardIterator": iterator})
     fast.close()
@@ -302,7 +329,7 @@ def _self_signed(folder: Path) -> tuple[Path, ssl.SSLContext]:
 
 
 async def test_https_uses_the_clients_certificate_settings(
-    kinesalite: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    kinesalite: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, one_shard: Any
 ) -> None:
     cert, server = _self_signed(tmp_path)
     async with FaultProxy(kinesalite, ssl=server) as proxy:
@@ -310,7 +337,7 @@ async def test_https_uses_the_clients_certificate_settings(
         monkeypatch.setenv("AWS_CA_BUNDLE", str(cert))
         async with AwsClients("us-east-1") as made:
             kinesis, fast = await made.client("kinesis"), await made.fast("kinesis")
-            arn = await make_stream(kinesis, unique("tls"), shards=1)
+            arn = await one_shard(kinesis)
             iterator = await _iterator(kinesis, arn)
             for _ in range(3):
                 page = await fast.call("GetRecords", {"ShardIterator": iterator})
