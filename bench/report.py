@@ -67,8 +67,9 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                 aim = "≤ 2x"
             out.append(
                 (
-                    f"dispatch, batch {size}, {path} handler: invocations/s "
-                    f"({'executor hop + copy' if sync else 'await + copy'})",
+                    f"dispatch, batch {size}, {'sync' if sync else 'async'} handler"
+                    f"{', tracing and metrics on' if 'telemetry on' in path else ''}: "
+                    f"invocations/s ({'executor hop + copy' if sync else 'await + copy'})",
                     _f(ours, 0),
                     _f(floor, 0),
                     f"{floor / ours:.2f}x the time",
@@ -156,7 +157,8 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
             out.append(
                 (
                     f"{label}: first record after the quiet spell, put→handler p50 / p99 ms "
-                    f"({scale['probes']} probes)",
+                    f"({scale['probes']} probes; kinesalite "
+                    f"{scale.get('kinesalite_share', float('nan')):.0%} of a core)",
                     f"{_f(scale['first_record_p50_ms'], 0)} / {_f(scale['first_record_p99_ms'], 0)}",
                     "",
                     "",

@@ -14,4 +14,4 @@ def test_dispatch_benchmark_runs_and_reports() -> None:
         assert set(row["sluiceway_per_s"]) == set(dispatch.PATHS)
         assert all(rate > 0 for rate in row["sluiceway_per_s"].values())
         assert row["floor_per_s"]["sync"] > 0 and row["floor_per_s"]["async"] > 0
-    assert "dispatch, batch 10, sync handler" in table({"dispatch": result})
+    assert "dispatch, batch 10, sync handler, tracing and metrics on" in table({"dispatch": result})
