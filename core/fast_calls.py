@@ -28,6 +28,7 @@ import inspect
 import logging
 import ssl
 import time
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from hashlib import sha256
@@ -213,7 +214,13 @@ class _Pool:
         except TimeoutError as exc:
             connection.close()
             raise ReadTimeoutError(endpoint_url=self.url, error=exc) from exc
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+        except (
+            OSError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            ValueError,
+            zlib.error,
+        ) as exc:
             connection.close()
             raise ConnectionClosedError(endpoint_url=self.url, error=exc) from exc
         except BaseException:
@@ -260,6 +267,9 @@ class _Pool:
         else:
             body = await reader.read()
             keep = False
+        encoding = headers.get("content-encoding", "identity").lower()
+        if encoding in ("gzip", "x-gzip", "deflate"):  # not asked for, but a server may
+            body = zlib.decompress(body, 47 if encoding != "deflate" else zlib.MAX_WBITS)
         return _Answer(int(status), headers, body), keep
 
     def close(self) -> None:

@@ -4,8 +4,10 @@ iterators."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime
+import gzip
 import ipaddress
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -26,7 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from sluiceway.core.aws import AwsClients
-from sluiceway.core.fast_calls import FastCalls, _Signer
+from sluiceway.core.fast_calls import FastCalls, _Pool, _Signer
 
 from tests.support.fault_proxy import FaultProxy, FaultRates
 from tests.support.sqs import make_queue, unique
@@ -350,3 +352,86 @@ async def test_https_uses_the_clients_certificate_settings(
             monkeypatch.setattr(ExponentialBackoff, "delay_amount", lambda self, context: 0.01)
             with pytest.raises(SSLError):
                 await fast.call("GetRecords", {"ShardIterator": iterator})
+
+
+class _CannedServer:
+    """A loopback HTTP/1.1 server answering each request with the next canned response, counting
+    the connections it accepted; `close_after` hangs up after that many answers on a connection."""
+
+    def __init__(self, answers: list[bytes], close_after: int = 0) -> None:
+        self.answers = answers
+        self.close_after = close_after
+        self.connections = 0
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        served = 0
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length")
+                )
+                await reader.readexactly(length)
+                writer.write(self.answers.pop(0))
+                await writer.drain()
+                served += 1
+                if self.close_after and served >= self.close_after:
+                    break
+        writer.close()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[str]:
+        server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            yield f"http://127.0.0.1:{port}"
+
+
+def _answer(body: bytes, *headers: str) -> bytes:
+    lines = ["HTTP/1.1 200 OK", *headers]
+    if not any(h.lower().startswith("transfer-encoding") for h in headers):
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def _chunked(body: bytes) -> bytes:
+    half = len(body) // 2
+    parts = [body[:half], body[half:]]
+    return b"".join(f"{len(p):x}\r\n".encode() + p + b"\r\n" for p in parts) + b"0\r\n\r\n"
+
+
+async def test_kept_alive_chunked_compressed_and_closed_answers_are_read_whole() -> None:
+    compressed = gzip.compress(b'{"zipped": true}')
+    server = _CannedServer(
+        [
+            _answer(b'{"n": 1}'),
+            _answer(b'{"n": 2}'),  # same connection
+            _answer(_chunked(compressed), "Transfer-Encoding: chunked", "Content-Encoding: gzip"),
+            _answer(b'{"n": 4}', "Connection: close"),
+            _answer(b'{"n": 5}'),  # a new connection
+        ]
+    )
+    async with server.running() as url:
+        pool = _Pool(url, None, 5.0, 5.0, 10)
+        bodies = [(await pool.exchange(_request())).body for _ in range(5)]
+        pool.close()
+    assert bodies == [b'{"n": 1}', b'{"n": 2}', b'{"zipped": true}', b'{"n": 4}', b'{"n": 5}']
+    assert server.connections == 2
+
+
+async def test_a_kept_alive_connection_the_server_closed_is_replaced_once() -> None:
+    server = _CannedServer([_answer(b'{"n": 1}'), _answer(b'{"n": 2}')], close_after=1)
+    async with server.running() as url:
+        pool = _Pool(url, None, 5.0, 5.0, 10)
+        assert (await pool.exchange(_request())).body == b'{"n": 1}'
+        await anyio.sleep(0.05)  # the server hangs up the idle connection meanwhile
+        assert (await pool.exchange(_request())).body == b'{"n": 2}'
+        pool.close()
+    assert server.connections == 2
+
+
+def _request() -> bytes:
+    return b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
