@@ -27,6 +27,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+from sluiceway.core import telemetry
 from sluiceway.core.aws import AwsClients
 from sluiceway.core.fast_calls import FastCalls, _Pool, _Signer
 
@@ -435,3 +440,33 @@ async def test_a_kept_alive_connection_the_server_closed_is_replaced_once() -> N
 
 def _request() -> bytes:
     return b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
+
+
+async def test_hot_calls_are_traced_as_the_clients_calls(
+    kinesalite: str, monkeypatch: pytest.MonkeyPatch, one_shard: Any
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    telemetry.use_tracer_provider(provider)
+    try:
+        async with _through_proxy(kinesalite, monkeypatch, "kinesis") as (proxy, kinesis, fast):
+            arn = await one_shard(kinesis)
+            iterator = await _iterator(kinesis, arn)
+            await fast.call("GetRecords", {"ShardIterator": iterator})
+            exporter.clear()
+            await fast.call("GetRecords", {"ShardIterator": iterator})  # sent directly
+            proxy.rates = FaultRates(expired_iterator=1.0)
+            with pytest.raises(ClientError):
+                await fast.call("GetRecords", {"ShardIterator": iterator})
+    finally:
+        telemetry.use_tracer_provider(None)
+        provider.shutdown()
+    ok, failed = [s for s in exporter.get_finished_spans() if s.name == "kinesis.GetRecords"]
+    for span in (ok, failed):
+        attributes = span.attributes or {}
+        assert span.kind == SpanKind.CLIENT
+        assert attributes["rpc.system"] == "aws-api" and attributes["rpc.method"] == "GetRecords"
+    assert (ok.attributes or {})["http.response.status_code"] == 200
+    assert (failed.attributes or {})["http.response.status_code"] == 400
+    assert (failed.attributes or {})["error.type"] == "ExpiredIteratorException"
