@@ -14,11 +14,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bench import dispatch, growth, kinesis_e2e, latency, scale, sqs_e2e
+from bench import calls, dispatch, growth, kinesis_e2e, latency, scale, sqs_e2e
 from bench.common import RESULTS, machine, versions
 from bench.report import plot, render
 
-SUITES = ("dispatch", "kinesis", "sqs", "latency", "scale", "growth")
+SUITES = ("dispatch", "calls", "kinesis", "sqs", "latency", "scale", "growth")
 
 
 def plan(args: argparse.Namespace) -> dict[str, Callable[[], Any]]:
@@ -29,7 +29,10 @@ def plan(args: argparse.Namespace) -> dict[str, Callable[[], Any]]:
         "kinesis": lambda: kinesis_e2e.run(5_000 if q else 100_000, 4, r, args.kinesis_batch),
         "sqs": lambda: sqs_e2e.run(300 if q else 2_000, r),
         "latency": lambda: latency.run(10 if q else 100, 5.0),
-        "scale": lambda: scale.run(64 if q else 512, 8 if q else 64, 5.0 if q else 30.0),
+        "calls": lambda: calls.run(300 if q else 3_000, r),
+        "scale": lambda: scale.run(
+            64 if q else 512, 8 if q else 64, 5.0 if q else 30.0, 10 if q else 100
+        ),
         "growth": lambda: growth.run(2_000 if q else 20_000, 1),
     }
 

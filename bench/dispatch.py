@@ -1,46 +1,43 @@
-"""Dispatch overhead with no network: Sluiceway's batch path against a bare loop.
+"""Dispatch overhead with no network: Sluiceway's batch path against an honest floor.
 
-Both call the same no-op handler on the same batches of SQS-shaped records. Sluiceway's path is
-BatchBuilder → BatchRunner.run (filter → invoke in a worker thread with Lambda's JSON copy
-of the event → interpret → settle), with tracing (an SDK TracerProvider whose batch processor
-drops the spans) and metrics (the service's meter provider) on; the bare loop calls the handler
-with `{"Records": [...]}`. Each batch's cost is also split into the parts the bare loop lacks,
-each timed on its own: the filter, the event copy and the hop to a worker thread.
+The floor does what a sync handler needs and nothing else: build Lambda's event from the batch,
+one `loop.run_in_executor` hop to a single worker thread per batch, and in that thread one orjson
+round trip (the handler's own copy of the event) before calling the handler. Sluiceway's path is
+`BatchRunner.run` (invoke through `PythonInvoker` with its context, timeout and response rules,
+then settle), with telemetry off, and with tracing (an SDK TracerProvider whose batch processor
+drops the spans) and metrics (the service's meter provider) on. Async handlers skip the hop: their
+floor awaits the coroutine directly on the event's copy. Both sides run in the same process, one
+after the other, `repeats` times; the medians of invocations per second are compared.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import anyio
+import orjson
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from sluiceway.config.filter_patterns import RecordFilter, compile_filter_criteria
 from sluiceway.core import telemetry
 from sluiceway.core.metrics import Metrics
 from sluiceway.core.stats import MappingStats, Registry
-from sluiceway.handlers.environments import ThreadEnvironments
-from sluiceway.handlers.invoker import PythonInvoker, _json_copy
+from sluiceway.handlers.invoker import PythonInvoker
 from sluiceway.pollers.sqs_records import to_source_record
 from sluiceway.router.batching import BatchBuilder
 from sluiceway.router.records import SourceRecord
-from sluiceway.router.runner import (
-    BatchOrigin,
-    BatchRunner,
-    FailureHandling,
-    Settlement,
-    build_event,
-)
+from sluiceway.router.runner import BatchOrigin, BatchRunner, FailureHandling, Settlement
 
 from bench.common import median
 
-BATCH_SIZES = (1, 10, 100, 1000)
+BATCH_SIZES = (1, 10, 100)
 QUEUE_ARN = "arn:aws:sqs:us-east-1:000000000000:bench"
-FILTER = {"Filters": [{"Pattern": '{"body": {"kind": ["order"]}}'}]}
-"""Every record matches, so the filter is paid for and nothing is dropped."""
+PATHS = ("sync", "sync, telemetry on", "async", "async, telemetry on")
+"""Sluiceway's paths: handler kind, and whether tracing and metrics are on."""
 
 
 def make_records(count: int) -> list[SourceRecord]:
@@ -73,7 +70,11 @@ def batches(records: list[SourceRecord], size: int) -> list[list[SourceRecord]]:
 
 
 def noop(event: dict[str, Any], context: Any) -> None:
-    """The handler both paths call."""
+    """The sync handler both sides call."""
+
+
+async def anoop(event: dict[str, Any], context: Any) -> None:
+    """The async handler both sides call."""
 
 
 class _Dropped(SpanExporter):
@@ -100,101 +101,75 @@ def telemetry_on() -> Iterator[MappingStats]:
         provider.shutdown()
 
 
-async def sluiceway_rate(records: list[SourceRecord], size: int) -> float:
-    with telemetry_on() as stats:
-        return await _sluiceway_rate(records, size, stats)
+def _copy_and_call(event: dict[str, Any]) -> None:
+    noop(orjson.loads(orjson.dumps(event)), None)
 
 
-async def _sluiceway_rate(records: list[SourceRecord], size: int, stats: MappingStats) -> float:
-    runner = BatchRunner(
-        invoker=PythonInvoker("bench.dispatch:noop", function_timeout=60),
-        stats=stats,
-        record_filter=compile_filter_criteria(FILTER, "sqs"),
-        report_batch_item_failures=True,
-        failures=FailureHandling(retry_in_place=False),
-    )
-    await runner.invoker.warm()
-    origin = BatchOrigin("arn:aws:sqs:us-east-1:000000000000:bench")
-    settled: list[Settlement] = []
-
-    async def settle(settlement: Settlement) -> None:
-        settled.append(settlement)
-
-    started = time.perf_counter()
-    for batch in batches(records, size):
-        await runner.run(batch, settle, origin)
-        if len(settled.pop().finished) != len(batch):
-            raise RuntimeError("a benchmark batch did not succeed")
-    return len(records) / (time.perf_counter() - started)
+async def _floor(groups: list[list[SourceRecord]], is_async: bool) -> float:
+    """Invocations per second of the floor: the event, its copy, the hop (sync handlers only)."""
+    loop = asyncio.get_running_loop()
+    with ThreadPoolExecutor(max_workers=1) as executor:
+        await loop.run_in_executor(executor, _copy_and_call, {"Records": []})  # thread started
+        started = time.perf_counter()
+        for batch in groups:
+            event = {"Records": [r.event for r in batch]}
+            if is_async:
+                await anoop(orjson.loads(orjson.dumps(event)), None)
+            else:
+                await loop.run_in_executor(executor, _copy_and_call, event)
+        return len(groups) / (time.perf_counter() - started)
 
 
-def bare_rate(records: list[SourceRecord], size: int) -> float:
-    started = time.perf_counter()
-    for batch in batches(records, size):
-        noop({"Records": [r.event for r in batch]}, None)
-    return len(records) / (time.perf_counter() - started)
+async def _sluiceway(groups: list[list[SourceRecord]], path: str) -> float:
+    """Invocations per second of `BatchRunner.run` on the path's handler and telemetry."""
+    with telemetry_on() if "telemetry on" in path else nullcontext(None) as stats:
+        runner = BatchRunner(
+            invoker=PythonInvoker(
+                "bench.dispatch:anoop" if path.startswith("async") else "bench.dispatch:noop",
+                function_timeout=60,
+            ),
+            stats=stats or Registry().add("bench", "sqs"),
+            report_batch_item_failures=True,
+            failures=FailureHandling(retry_in_place=False),
+        )
+        await runner.invoker.warm()
+        origin = BatchOrigin(QUEUE_ARN)
+        settled: list[Settlement] = []
 
+        async def settle(settlement: Settlement) -> None:
+            settled.append(settlement)
 
-def _per_call_us(fn: Callable[[], Any], seconds: float = 0.3) -> float:
-    """Microseconds per call of `fn`, over at least `seconds`."""
-    calls, started = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - started) < seconds or calls < 3:
-        fn()
-        calls += 1
-    return elapsed / calls * 1e6
-
-
-async def _hop_us(seconds: float = 0.3) -> float:
-    """One round trip to a handler thread and back (reserving an execution environment, running
-    there, returning), as every sync handler invocation makes."""
-    pool = ThreadEnvironments(1, "bench")
-    calls, started = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - started) < seconds or calls < 3:
-        async with pool.reserve() as environment:
-            await environment.run(noop, None, None)
-        calls += 1
-    return elapsed / calls * 1e6
-
-
-def parts_us(
-    records: list[SourceRecord], size: int, record_filter: RecordFilter
-) -> dict[str, float]:
-    """Per-batch microseconds of what Sluiceway does that the bare loop does not."""
-    batch = records[:size]
-    event = build_event(batch)
-    return {
-        "filter": _per_call_us(lambda: [record_filter.matches(r.event) for r in batch]),
-        "event copy": _per_call_us(lambda: _json_copy(event)),
-        "thread hop": anyio.run(_hop_us),
-    }
+        started = time.perf_counter()
+        for batch in groups:
+            await runner.run(batch, settle, origin)
+            if len(settled.pop().finished) != len(batch):
+                raise RuntimeError("a benchmark batch did not succeed")
+        rate = len(groups) / (time.perf_counter() - started)
+        await runner.invoker.aclose()
+        return rate
 
 
 def run(
     records: int = 20_000, repeats: int = 3, sizes: tuple[int, ...] = BATCH_SIZES
 ) -> dict[str, Any]:
-    """Records/s of each path per batch size, medians of `repeats`; at most `records` per run."""
+    """Invocations/s of each path and its floor per batch size (medians of `repeats`, each
+    side by side); at most `records` records, and no more than 5,000 invocations, per run."""
     data = make_records(records)
-    record_filter = compile_filter_criteria(FILTER, "sqs")
-    assert record_filter is not None
     out: dict[str, Any] = {}
     for size in sizes:
-        count = min(records, max(size * 5, records // 10 if size == 1 else records))
-        sample = data[:count]
-        ours = [anyio.run(sluiceway_rate, sample, size) for _ in range(repeats)]
-        bare = [bare_rate(sample, size) for _ in range(repeats)]
-        per_batch = {
-            "sluiceway": size / median(ours) * 1e6,
-            "bare loop": size / median(bare) * 1e6,
-            **parts_us(sample, size, record_filter),
-        }
-        per_batch["the rest"] = per_batch["sluiceway"] - sum(
-            v for k, v in per_batch.items() if k != "sluiceway"
-        )
+        groups = batches(data[: min(records, 5_000 * size)], size)
+        rates: dict[str, list[float]] = {p: [] for p in PATHS}
+        floors: dict[str, list[float]] = {"sync": [], "async": []}
+        for _ in range(repeats):
+            for kind in floors:
+                floors[kind].append(anyio.run(_floor, groups, kind == "async"))
+            for path in PATHS:
+                rates[path].append(anyio.run(_sluiceway, groups, path))
+        floor = {kind: median(v) for kind, v in floors.items()}
         out[str(size)] = {
-            "records": count,
-            "sluiceway_per_s": median(ours),
-            "bare_per_s": median(bare),
-            "ratio": median(bare) / median(ours),
-            "per_batch_us": per_batch,
+            "invocations": len(groups),
+            "floor_per_s": floor,
+            "sluiceway_per_s": {path: median(v) for path, v in rates.items()},
+            "ratio": {path: floor[path.split(",")[0]] / median(v) for path, v in rates.items()},
         }
     return out

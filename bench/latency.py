@@ -23,6 +23,8 @@ SPREAD = 0.5
 spaced probes lock in phase with a consumer that polls at the same period, and every run would
 then measure one fixed offset (p50s from 5 to 200 ms across runs of the same code)."""
 _spacing = random.Random(20261125)
+KINESIS_SHARDS = 4
+"""Probes land on any of the stream's shards, each quiet between probes."""
 
 
 def _probe(index: int) -> bytes:
@@ -79,7 +81,12 @@ def _summary(run: ChildRun) -> dict[str, float]:
 
 def run(count: int = 50, rate: float = 5.0) -> dict[str, Any]:
     """`count` probes at `rate`/s for each consumer (SQS on ministack, Kinesis on kinesalite)."""
-    out: dict[str, Any] = {"rate_per_s": rate, "sqs": {}, "kinesis": {}}
+    out: dict[str, Any] = {
+        "rate_per_s": rate,
+        "sqs": {},
+        "kinesis": {},
+        "kinesis_shards": KINESIS_SHARDS,
+    }
     with ministack() as endpoint:
         env = aws_env(sqs=endpoint)
         for name in sqs_e2e.consumers("", count):
@@ -105,13 +112,14 @@ def run(count: int = 50, rate: float = 5.0) -> dict[str, Any]:
 
             async def make(stream: str = stream) -> str:
                 async with client("kinesis", endpoint) as kinesis:
-                    return await make_stream(kinesis, stream, 1)
+                    return await make_stream(kinesis, stream, KINESIS_SHARDS)
 
             arn = anyio.run(make)
             command = [*kinesis_e2e.consumers(stream, arn, endpoint, count, 100)[name], "--latency"]
 
             async def put_kinesis(kinesis: Any, data: bytes, stream: str = stream) -> None:
-                await kinesis.put_record(StreamName=stream, PartitionKey="p", Data=data)
+                key = f"p{_spacing.randrange(1 << 30)}"  # any of the shards
+                await kinesis.put_record(StreamName=stream, PartitionKey=key, Data=data)
 
             result = _measure(command, env, count, rate, "kinesis", endpoint, put_kinesis)
             out["kinesis"][name] = _summary(result)

@@ -198,10 +198,11 @@ class MappingConfig(_Section):
     """Streams: the shortest time between GetRecords calls on one shard, busy or quiet. None
     polls as often as the API allows (Kinesis 5 a second, DynamoDB Streams 4); 1 polls like
     Lambda and leaves most of a Kinesis shard's 5 reads a second to the stream's other consumers."""
-    idle_poll_max_seconds: Annotated[float, between(1, 300, " seconds")] = 10.0
+    idle_poll_max_seconds: Annotated[float, between(1, 300, " seconds")] = 1.0
     """Streams: the longest wait between GetRecords calls on a quiet shard, whatever the
     process's poll budget (`idle_polls_per_second`) allows; the first record after a quiet spell
-    may wait up to this long to be seen. 1 polls at least once a second, like Lambda."""
+    may wait up to this long to be seen. The default, 1, polls every shard at least once a
+    second, as Lambda does; more trades that latency for fewer calls on many quiet shards."""
     bisect_batch_on_function_error: bool = False
     deaggregate_records: bool = False
     """Kinesis only: split each KPL-aggregated record into its user records, each with its own

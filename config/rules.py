@@ -25,7 +25,7 @@ _STREAM_ONLY: dict[str, tuple[Any, str]] = {
     "bisect_batch_on_function_error": (False, _SQS_RETRIES),
     "maximum_record_age_in_seconds": (-1, _SQS_RETRIES),
     "tumbling_window_in_seconds": (None, "SQS records are not windowed"),
-    "idle_poll_max_seconds": (10.0, "an SQS mapping long-polls its queue"),
+    "idle_poll_max_seconds": (1.0, "an SQS mapping long-polls its queue"),
     "poll_interval_seconds": (None, "an SQS mapping long-polls its queue"),
 }
 _DESTINATION = ("destination_config", "on_failure", "destination")

@@ -15,6 +15,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
 from botocore.exceptions import BotoCoreError
 from sluiceway.core.errors import SluicewayError
+from sluiceway.core.fast_calls import FastCalls
 from sluiceway.core.telemetry import instrument_session
 
 LONG_POLL_SECONDS = 20
@@ -50,6 +51,7 @@ class AwsClients:
         instrument_session(self._session)  # spans for every AWS call, when tracing is on
         self._stack = contextlib.AsyncExitStack()
         self._clients: dict[tuple[str, str, bool], Any] = {}
+        self._fast: dict[tuple[str, str, bool], FastCalls] = {}
         self._lock = anyio.Lock()
         self._pool = max_pool_connections
 
@@ -91,3 +93,15 @@ class AwsClients:
                         "AWS_CONFIG_FILE, AWS_ENDPOINT_URL and AWS_ENDPOINT_URL_<SERVICE>)"
                     ) from None
             return self._clients[key]
+
+    async def fast(
+        self, service: str, *, region: str | None = None, long_poll: bool = False
+    ) -> FastCalls:
+        """The hot calls (GetRecords, ReceiveMessage, DeleteMessageBatch) on the service's
+        client in `region`, sent below botocore's request pipeline (`core.fast_calls`)."""
+        key = (service, region or self.region, long_poll)
+        client = await self.client(service, region=region, long_poll=long_poll)
+        if key not in self._fast:
+            self._fast[key] = FastCalls(client)
+            self._stack.callback(self._fast[key].close)
+        return self._fast[key]

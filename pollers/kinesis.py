@@ -9,6 +9,7 @@ from typing import Any
 from botocore.utils import parse_timestamp
 from sluiceway.config.mapping import MappingConfig
 from sluiceway.core.aws import AwsClients
+from sluiceway.core.fast_calls import FastCalls
 from sluiceway.core.telemetry import poll_span, source_name
 from sluiceway.pollers.kinesis_records import to_source_records
 from sluiceway.pollers.shards import Shard, StartPosition, shard_from_listing
@@ -58,11 +59,13 @@ class KinesisApi:
         self.identity_arn = f"arn:{source.partition}:iam::{source.account}:role/sluiceway"
         self.deaggregate_records = mapping.deaggregate_records
         self._kinesis: Any = None
+        self._fast: FastCalls | None = None
         self._summary: dict[str, Any] = {}
 
     async def resolve(self) -> None:
         self._kinesis = await self._clients.client("kinesis", region=self.region)
         use_fast_timestamps(self._kinesis)
+        self._fast = await self._clients.fast("kinesis", region=self.region)
         summary = await self._kinesis.describe_stream_summary(StreamName=self.stream_name)
         self._summary = summary["StreamDescriptionSummary"]
         self.stream_arn = self._summary.get("StreamARN", self.stream_arn)
@@ -99,8 +102,9 @@ class KinesisApi:
         with poll_span(
             source_name(self.stream_arn), "kinesis", "GetRecords", sluiceway__shard=shard_id
         ) as poll:
-            response = await self._kinesis.get_records(
-                ShardIterator=iterator, Limit=GET_RECORDS_LIMIT
+            assert self._fast is not None, "resolve() first"
+            response = await self._fast.call(
+                "GetRecords", {"ShardIterator": iterator, "Limit": GET_RECORDS_LIMIT}
             )
             records = [
                 pair

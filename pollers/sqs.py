@@ -94,6 +94,7 @@ class SqsPoller(Poller):
         self._slots: TaskGroup | None = None
         self._sqs: Any = None
         self._receiver: Any = None
+        self._deleter: Any = None
         self._gathering = anyio.Lock()
         self.queue_url = ""
         self.queue_arn = self.source.arn
@@ -114,7 +115,8 @@ class SqsPoller(Poller):
         """Find the queue and read the attributes the poller depends on (retries until reachable)."""
         region = self.source.region  # the queue's own, whatever AWS_REGION says
         sqs = self._sqs = await self._clients.client("sqs", region=region)
-        self._receiver = await self._clients.client("sqs", region=region, long_poll=True)
+        self._receiver = await self._clients.fast("sqs", region=region, long_poll=True)
+        self._deleter = await self._clients.fast("sqs", region=region)
         info = await call_with_retry(
             read_queue, sqs, self.source, on_error=self._note_error, retry_all=True
         )
@@ -280,12 +282,15 @@ class SqsPoller(Poller):
             try:
                 sent_at = time.monotonic()
                 response = await call_with_retry(
-                    self._receiver.receive_message,
-                    QueueUrl=self.queue_url,
-                    MaxNumberOfMessages=count,
-                    WaitTimeSeconds=wait,
-                    MessageSystemAttributeNames=["All"],
-                    MessageAttributeNames=["All"],
+                    self._receiver.call,
+                    "ReceiveMessage",
+                    {
+                        "QueueUrl": self.queue_url,
+                        "MaxNumberOfMessages": count,
+                        "WaitTimeSeconds": wait,
+                        "MessageSystemAttributeNames": ["All"],
+                        "MessageAttributeNames": ["All"],
+                    },
                     on_error=self._note_error,
                     retry_all=True,
                 )
@@ -347,10 +352,11 @@ class SqsPoller(Poller):
         pending = {str(i): r for i, r in enumerate(records)}
         for attempt in range(5):
             try:
+                entries = [{"Id": i, "ReceiptHandle": r.handle} for i, r in pending.items()]
                 response = await call_with_retry(
-                    self._sqs.delete_message_batch,
-                    QueueUrl=self.queue_url,
-                    Entries=[{"Id": i, "ReceiptHandle": r.handle} for i, r in pending.items()],
+                    self._deleter.call,
+                    "DeleteMessageBatch",
+                    {"QueueUrl": self.queue_url, "Entries": entries},
                     attempts=5,
                     on_error=self._note_error,
                 )

@@ -38,9 +38,9 @@ from sluiceway.router.runner import BatchOrigin, BatchRunner, Settlement
 
 log = logging.getLogger(__name__)
 
-IDLE_POLL_MAX_SECONDS = 10.0
+IDLE_POLL_MAX_SECONDS = 1.0
 """Longest wait between GetRecords calls on a quiet shard by default, whatever the poll budget
-(`pollers.pacing`) allows; a mapping's `idle_poll_max_seconds` of 1 polls like Lambda."""
+(`pollers.pacing`) allows: Lambda's bound, every quiet shard polled at least once a second."""
 WINDOW_GRACE_SECONDS = 1.0
 """How long after a tumbling window's end its final invoke waits for records still on their way
 (Lambda waits up to 2 minutes on a quiet shard; a record that comes later opens a new window)."""

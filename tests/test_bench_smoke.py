@@ -10,6 +10,8 @@ def test_dispatch_benchmark_runs_and_reports() -> None:
     result = dispatch.run(records=40, repeats=1, sizes=(1, 10))
     assert set(result) == {"1", "10"}
     for row in result.values():
-        assert row["records"] > 0
-        assert row["sluiceway_per_s"] > 0 and row["bare_per_s"] > 0
-    assert "dispatch, batch 10" in table({"dispatch": result})
+        assert row["invocations"] > 0
+        assert set(row["sluiceway_per_s"]) == set(dispatch.PATHS)
+        assert all(rate > 0 for rate in row["sluiceway_per_s"].values())
+        assert row["floor_per_s"]["sync"] > 0 and row["floor_per_s"]["async"] > 0
+    assert "dispatch, batch 10, sync handler, tracing and metrics on" in table({"dispatch": result})

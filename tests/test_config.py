@@ -223,7 +223,7 @@ def test_idle_poll_budget_is_one_process_setting() -> None:
     assert load_settings({}).idle_polls_per_second == 50
     settings = load_settings({"SLUICEWAY_IDLE_POLLS_PER_SECOND": "2.5", **kinesis()})
     assert settings.idle_polls_per_second == 2.5
-    assert settings.mappings["clicks"].idle_poll_max_seconds == 10
+    assert settings.mappings["clicks"].idle_poll_max_seconds == 1
 
 
 def test_stream_only_fields_are_checked_against_their_own_defaults() -> None:
@@ -290,7 +290,7 @@ REJECTIONS = [
      f"{M}ORDERS__MAXIMUM_RECORD_AGE_IN_SECONDS", "stream mappings only"),
     ("sqs-tumbling-window", sqs(tumbling_window_in_seconds="30"),
      f"{M}ORDERS__TUMBLING_WINDOW_IN_SECONDS", "stream mappings only"),
-    ("sqs-idle-poll-max", sqs(idle_poll_max_seconds="1"),
+    ("sqs-idle-poll-max", sqs(idle_poll_max_seconds="5"),
      f"{M}ORDERS__IDLE_POLL_MAX_SECONDS", "stream mappings only"),
     ("sqs-deaggregate-records", sqs(deaggregate_records="true"),
      f"{M}ORDERS__DEAGGREGATE_RECORDS", "Kinesis stream mappings only"),

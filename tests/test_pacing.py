@@ -12,7 +12,7 @@ from sluiceway.core.stats import MappingStats
 from sluiceway.handlers.invoker import Invoker
 from sluiceway.handlers.results import InvocationResult, Returned
 from sluiceway.pollers.checkpoints import SHARD_END, MemoryCheckpoints
-from sluiceway.pollers.pacing import JITTER, TICK_SECONDS, PollPacer
+from sluiceway.pollers.pacing import HEADROOM_SECONDS, JITTER, TICK_SECONDS, PollPacer
 from sluiceway.pollers.shards import Shard, StartPosition
 from sluiceway.pollers.stream import RecordsPage, ShardReader
 from sluiceway.router.records import SourceRecord
@@ -86,6 +86,17 @@ def test_quiet_polls_wake_on_a_shared_grid_within_the_floor_and_the_cap() -> Non
             assert FLOOR - 1e-9 <= due - began <= CAP
             on_grid = abs(due / TICK_SECONDS - round(due / TICK_SECONDS)) < 1e-6
             assert on_grid or due == began + FLOOR
+
+
+def test_at_lambdas_bound_a_quiet_shard_is_polled_early_enough_to_see_within_a_second() -> None:
+    pacer = pacer_with(512)  # 512 shards, the default cap of 1 s: every wait is capped
+    draw = random.Random(7)
+    gaps = []
+    for _ in range(1000):
+        began = draw.uniform(0, 1000)
+        gaps.append(pacer.next_poll(began, FLOOR, 1.0) - began)
+    assert max(gaps) <= 1.0 - HEADROOM_SECONDS + 1e-9  # the call itself has the rest
+    assert min(gaps) > 1.0 - HEADROOM_SECONDS - TICK_SECONDS - 1e-9  # and no more polls
 
 
 def test_a_few_shards_keep_their_own_floor_pace_off_the_grid() -> None:

@@ -52,9 +52,24 @@ async def test_a_mappings_poll_interval_slows_every_shard(
 async def test_many_quiet_shards_share_the_process_poll_budget(
     moto_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # 40 shards at a budget of 10 calls a second: each shard about every 4 s, where polling
-    # each once a second (or at the floor) would make 40 to 200 calls a second.
+    # 40 shards at a budget of 10 calls a second, on a mapping that lets quiet shards wait up to
+    # 10 s: each shard about every 4 s, where polling each once a second (Lambda's bound, the
+    # default) or at the floor would make 40 to 200 calls a second.
+    calls = await quiet_get_records(
+        moto_url,
+        monkeypatch,
+        40,
+        {"idle_poll_max_seconds": 10},
+        SLUICEWAY_IDLE_POLLS_PER_SECOND="10",
+    )
+    assert calls <= 2 * 10 * QUIET_SECONDS
+
+
+async def test_by_default_every_quiet_shard_is_polled_at_least_once_a_second(
+    moto_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The same 40 shards and budget, with Lambda's bound: the bound wins over the budget.
     calls = await quiet_get_records(
         moto_url, monkeypatch, 40, {}, SLUICEWAY_IDLE_POLLS_PER_SECOND="10"
     )
-    assert calls <= 2 * 10 * QUIET_SECONDS
+    assert calls >= 40 * QUIET_SECONDS

@@ -1,7 +1,7 @@
 """A reverse proxy on loopback between the service and an AWS emulator that breaks calls on purpose.
 
-At set rates it answers with the service's throttling error (400), a 500, resets the connection,
-answers slowly, or never answers (a stalled connection the client must cut). Set `rates` at any
+At set rates it answers with the service's throttling error (400), a 500, an expired shard
+iterator (400 ExpiredIteratorException), resets the connection, answers slowly, or never answers (a stalled connection the client must cut). Set `rates` at any
 time; all zero passes everything through.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import ssl as ssl_module
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -32,6 +33,7 @@ class FaultRates:
     reset: float = 0.0
     slow: float = 0.0
     stall: float = 0.0
+    expired_iterator: float = 0.0
     slow_seconds: float = 0.5
     stall_seconds: float = 3600.0
 
@@ -45,6 +47,8 @@ class FaultProxy:
     operations: Counter[str] = field(default_factory=Counter)
     """Calls per operation (X-Amz-Target, e.g. Kinesis_20131202.GetRecords), faulted or not."""
     url: str = ""
+    ssl: ssl_module.SSLContext | None = None
+    """Serve HTTPS with this context (the client must trust its certificate)."""
 
     async def __aenter__(self) -> FaultProxy:
         self._rng = random.Random(self.seed)
@@ -57,10 +61,10 @@ class FaultProxy:
             app, access_log=None, shutdown_timeout=1.0, handler_cancellation=True
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.ssl)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"{'https' if self.ssl else 'http'}://127.0.0.1:{port}"
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -69,7 +73,7 @@ class FaultProxy:
 
     def _pick(self) -> str | None:
         roll = self._rng.random()
-        for name in ("throttle", "error_500", "reset", "slow", "stall"):
+        for name in ("throttle", "error_500", "reset", "slow", "stall", "expired_iterator"):
             rate = float(getattr(self.rates, name))
             if roll < rate:
                 return name
@@ -79,8 +83,8 @@ class FaultProxy:
     @staticmethod
     def _error(request: web.Request, status: int, code: str) -> web.Response:
         target = request.headers.get("X-Amz-Target", "")
-        if status == 400:
-            code = _THROTTLE_CODES.get(target.split(".", 1)[0], "ThrottlingException")
+        if code == "ThrottlingException":
+            code = _THROTTLE_CODES.get(target.split(".", 1)[0], code)
         body = json.dumps({"__type": code, "message": "injected by the fault proxy"})
         return web.Response(
             status=status,
@@ -97,6 +101,8 @@ class FaultProxy:
             return self._error(request, 400, "ThrottlingException")
         if fault == "error_500":
             return self._error(request, 500, "InternalFailure")
+        if fault == "expired_iterator":
+            return self._error(request, 400, "ExpiredIteratorException")
         if fault == "reset":
             if request.transport is not None:
                 request.transport.abort()  # the client sees its connection reset
