@@ -132,7 +132,7 @@ class QueueMove:
         self.tally = tally
 
     async def run(self) -> None:
-        sqs = await self.clients.client("sqs")
+        sqs = await self.clients.client("sqs", region=self.mapping.source_ref.region)
         target = await read_queue(sqs, self.mapping.source_ref)
         named = self.options.source or dead_letter_arn(target)
         if named is None:

@@ -128,7 +128,7 @@ class QueueFailures:
         """Messages that are not stream failure records."""
 
     async def pages(self) -> AsyncIterator[list[FailureRecord]]:
-        sqs = await self._clients.client("sqs")
+        sqs = await self._clients.client("sqs", region=self._ref.region)
         account = self._ref.arn.split(":")[4]
         self._url = (
             await sqs.get_queue_url(QueueName=self._ref.name, QueueOwnerAWSAccountId=account)
@@ -167,7 +167,7 @@ class QueueFailures:
     async def close(self) -> None:
         if not self._left:
             return
-        sqs = await self._clients.client("sqs")
+        sqs = await self._clients.client("sqs", region=self._ref.region)
         for start in range(0, len(self._left), 10):
             chunk = self._left[start : start + 10]
             await sqs.change_message_visibility_batch(
@@ -191,7 +191,7 @@ class BucketFailures:
         self.foreign = 0
 
     async def pages(self) -> AsyncIterator[list[FailureRecord]]:
-        s3 = await self._clients.client("s3")
+        s3 = await self._clients.client("s3")  # a bucket ARN names no region
         params: dict[str, Any] = {"Bucket": self._bucket, "Prefix": self.prefix}
         while True:
             listing = await s3.list_objects_v2(**params)

@@ -72,7 +72,7 @@ class AsyncDestination(Destination):
         if kind in ("sqs", "sns"):
             await super()._send_once(record, events, shard_id, now)
         elif kind == "s3":
-            s3 = await self._clients.client("s3")
+            s3 = await self._clients.client("s3", region=self.ref.region)
             await s3.put_object(
                 Bucket=self.ref.name,
                 Key=async_s3_key(self._function_name, now),
@@ -86,7 +86,7 @@ class AsyncDestination(Destination):
 
     async def _send_result_event(self, record: dict[str, Any]) -> None:
         condition = record["requestContext"]["condition"]
-        events = await self._clients.client("events")
+        events = await self._clients.client("events", region=self.ref.region)
         response = await events.put_events(
             Entries=[
                 {
@@ -109,7 +109,7 @@ class AsyncDestination(Destination):
         payload = orjson.dumps(record)
         if await self._enqueue(self.ref.name, payload):
             return
-        client = await self._clients.client("lambda")
+        client = await self._clients.client("lambda", region=self.ref.region)
         response = await client.invoke(
             FunctionName=self.ref.arn, InvocationType="Event", Payload=payload
         )
@@ -150,10 +150,10 @@ class DeadLetterQueue:
 
     async def _send_once(self, body: str, attributes: dict[str, Any]) -> None:
         if self.ref.kind == "sns":
-            sns = await self._clients.client("sns")
+            sns = await self._clients.client("sns", region=self.ref.region)
             await sns.publish(TopicArn=self.ref.arn, Message=body, MessageAttributes=attributes)
             return
-        sqs = await self._clients.client("sqs")
+        sqs = await self._clients.client("sqs", region=self.ref.region)
         if self._queue_url is None:
             account = self.ref.arn.split(":")[4]
             response = await sqs.get_queue_url(
