@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BeforeValidator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 from pydantic_core import PydanticCustomError
 from sluiceway.config.sources import ACCOUNT, PARTITION, REGION, check_region_name
 
@@ -122,3 +123,26 @@ MAPPING_NAME_RULE = (
 )
 function_name_form = matching(_FUNCTION_NAME, FUNCTION_NAME_RULE)
 mapping_name_form = matching(_MAPPING_NAME, MAPPING_NAME_RULE)
+
+
+class Section(BaseModel):
+    """Config sections refuse unknown keys, so a typo is an error rather than a silent default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def existing_directory(value: str) -> str:
+    """The directory as an absolute path, so a worker process and `check` see the same one."""
+    path = Path(value).expanduser().absolute()
+    if not path.is_dir():
+        raise rule_error(
+            f"must be an existing directory (it is put on sys.path for the handler); {path} is not"
+        )
+    return str(path)
+
+
+def existing_file(value: str) -> str:
+    path = Path(value).expanduser().absolute()
+    if not path.is_file():
+        raise rule_error(f"must be an existing file (PEM certificates); {path} is not")
+    return str(path)

@@ -9,15 +9,17 @@ govern asynchronous invocation.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, PrivateAttr, field_validator
+from pydantic import AfterValidator, PrivateAttr, field_validator
 from sluiceway.config.fields import (
     HandlerKind,
+    Section,
     at_least,
     between,
     check_handler,
+    existing_directory,
+    existing_file,
     handler_kind,
     normalise_case,
     rule_error,
@@ -59,23 +61,13 @@ DEFAULT_ACCOUNT = "000000000000"
 to no AWS account."""
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _existing_directory(value: str) -> str:
-    if not Path(value).expanduser().is_dir():
-        raise rule_error("must be an existing directory (it is put on sys.path for the handler)")
-    return value
 
 
-def _existing_file(value: str) -> str:
-    if not Path(value).expanduser().is_file():
-        raise rule_error("must be an existing file (PEM certificates)")
-    return value
 
 
-class DeadLetterConfig(_Section):
+class DeadLetterConfig(Section):
     """Where a failed asynchronous event goes, unchanged: a standard SQS queue or SNS topic."""
 
     target_arn: str = ""
@@ -99,7 +91,7 @@ class DeadLetterConfig(_Section):
         return parse_destination(self.target_arn) if self.target_arn else None
 
 
-class _AsyncDestination(_Section):
+class _AsyncDestination(Section):
     destination: str = ""
     """An SQS queue, SNS topic, EventBridge bus, S3 bucket (on failure only) or Lambda function
     ARN; "" means none."""
@@ -137,16 +129,16 @@ class OnFailureAsync(_AsyncDestination):
     pass
 
 
-class AsyncDestinationConfig(_Section):
+class AsyncDestinationConfig(Section):
     on_success: OnSuccess | None = None
     on_failure: OnFailureAsync | None = None
 
 
-class FunctionConfig(_Section):
+class FunctionConfig(Section):
     """One function: its code and limits (CreateFunction) and its event invoke config."""
 
     handler: Annotated[str, AfterValidator(check_handler)]
-    code_path: Annotated[str, AfterValidator(_existing_directory)] | None = None
+    code_path: Annotated[str, AfterValidator(existing_directory)] | None = None
     """The function's code (CodeUri); unset, the working directory at start-up."""
     timeout: Annotated[float, at_least(0, " seconds", strict=True)] = 3.0
     memory_size: Annotated[int, between(128, 10240, " MB")] = 128
@@ -157,7 +149,7 @@ class FunctionConfig(_Section):
     handler_threads: Annotated[int, between(1, 1000)] = 1
     reserved_concurrent_executions: Annotated[int, between(0, 1000)] | None = None
     """0 turns the function off: asynchronous events go straight to the DLQ or destination."""
-    ca_bundle: Annotated[str, AfterValidator(_existing_file)] | None = None
+    ca_bundle: Annotated[str, AfterValidator(existing_file)] | None = None
     dead_letter_config: DeadLetterConfig | None = None
     maximum_retry_attempts: Annotated[int, between(0, 2)] = 2
     maximum_event_age_in_seconds: Annotated[int, between(60, 21600, " seconds")] = 21600

@@ -10,14 +10,11 @@ from __future__ import annotations
 import json
 import os
 from datetime import datetime
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     PrivateAttr,
     ValidationError,
     ValidatorFunctionWrapHandler,
@@ -27,9 +24,12 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 from sluiceway.config.fields import (
     HandlerKind,
+    Section,
     at_least,
     between,
     check_handler,
+    existing_directory,
+    existing_file,
     function_name_form,
     handler_kind,
     normalise_case,
@@ -52,19 +52,15 @@ DEFAULT_BATCH_SIZE: dict[SourceKind, int] = {"sqs": 10, "kinesis": 100, "dynamod
 _PLACEHOLDER_HANDLER = "placeholder:handler"
 
 
-class _Section(BaseModel):
-    """Config sections refuse unknown keys, so a typo is an error rather than a silent default."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ScalingConfig(_Section):
+class ScalingConfig(Section):
     """SQS only: caps the concurrent invocations of one mapping."""
 
     maximum_concurrency: Annotated[int, between(2, 1000)] | None = None
 
 
-class OnFailure(_Section):
+class OnFailure(Section):
     destination: str = ""
     """An SQS, SNS, S3 bucket or EventBridge bus ARN; "" means no destination."""
 
@@ -84,11 +80,11 @@ class OnFailure(_Section):
         return parse_destination(self.destination) if self.destination else None
 
 
-class DestinationConfig(_Section):
+class DestinationConfig(Section):
     on_failure: OnFailure | None = None
 
 
-class VisibilityBackoff(_Section):
+class VisibilityBackoff(Section):
     """SQS only: hide a failed message longer after each receive, instead of the queue's fixed
     visibility timeout, so a poison message does not hammer the handler."""
 
@@ -134,21 +130,8 @@ def _one_response_type(value: list[str]) -> list[str]:
     return value
 
 
-def _existing_directory(value: str) -> str:
-    """The directory as an absolute path, so a worker process and `check` see the same one."""
-    path = Path(value).expanduser().absolute()
-    if not path.is_dir():
-        raise rule_error(
-            f"must be an existing directory (it is put on sys.path for the handler); {path} is not"
-        )
-    return str(path)
 
 
-def _existing_file(value: str) -> str:
-    path = Path(value).expanduser().absolute()
-    if not path.is_file():
-        raise rule_error(f"must be an existing file (PEM certificates); {path} is not")
-    return str(path)
 
 
 def _patterns_as_strings(value: Any) -> Any:
@@ -164,14 +147,14 @@ def _patterns_as_strings(value: Any) -> Any:
     return value
 
 
-class MappingConfig(_Section):
+class MappingConfig(Section):
     """An event source mapping: where to read, what to invoke, and how to batch and retry."""
 
     source: str
     handler: Annotated[str, AfterValidator(check_handler)] | None = None
     """The mapping's own function; unset, `function_name` names a declared function
     (SLUICEWAY_FUNCTIONS__<NAME>__HANDLER) whose settings it runs with."""
-    code_path: Annotated[str, AfterValidator(_existing_directory)] | None = None
+    code_path: Annotated[str, AfterValidator(existing_directory)] | None = None
     """The function's code (Lambda's CodeUri), first on sys.path when its handler is imported;
     unset, the working directory at start-up, as Lambda's task root."""
     enabled: bool = True
@@ -225,7 +208,7 @@ class MappingConfig(_Section):
     reserved_concurrency: Annotated[int, between(0, 1000)] | None = None
     """Invocations of this function at once, across every mapping of it (those with the same
     `function_name`, or Lambda function); more are throttled."""
-    ca_bundle: Annotated[str, AfterValidator(_existing_file)] | None = None
+    ca_bundle: Annotated[str, AfterValidator(existing_file)] | None = None
     """Extra CA certificates (PEM) trusted for an https:// handler, beside the system's."""
 
     _name: str = PrivateAttr(default="")

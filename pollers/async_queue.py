@@ -14,7 +14,6 @@ invokes it again (at least once, as Lambda's own queue does).
 from __future__ import annotations
 
 import abc
-import fcntl
 import math
 import os
 import sqlite3
@@ -29,6 +28,7 @@ from sluiceway.config.sources import parse_source
 from sluiceway.core.aws import LONG_POLL_SECONDS, AwsClients
 from sluiceway.core.aws_retry import call_with_retry
 from sluiceway.core.errors import SluicewayError
+from sluiceway.pollers import lock_file
 from sluiceway.router.async_events import AsyncEvent
 from sluiceway.router.async_runner import AsyncSettlement, Finished
 
@@ -86,11 +86,9 @@ class SqliteEventQueue(AsyncEventQueue):
 
     def open(self) -> SqliteEventQueue:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+            fd = lock_file.take(self.lock_path)
+        except lock_file.LockHeld:
             raise AsyncQueueError(
                 f"the asynchronous event queue in {self.path} is in use by another Sluiceway "
                 f"process (lock {self.lock_path} is held); give this one its own file with "
@@ -202,8 +200,7 @@ class SqliteEventQueue(AsyncEventQueue):
             self._conn.close()
             self._conn = None
         if self._lock_fd is not None:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-            os.close(self._lock_fd)
+            lock_file.release(self._lock_fd, self.lock_path)
             self._lock_fd = None
 
     async def close(self) -> None:

@@ -15,8 +15,6 @@ and writes nothing more.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import sqlite3
 import time
@@ -25,7 +23,9 @@ from typing import NoReturn
 
 import anyio
 from sluiceway.core.errors import SluicewayError
+from sluiceway.pollers import lock_file
 from sluiceway.pollers.checkpoints import CheckpointStore, CheckpointStoreFailed
+from sluiceway.pollers.lock_file import identity
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS checkpoints (
@@ -70,9 +70,6 @@ class CheckpointStoreLost(CheckpointStoreFailed):
     """The checkpoint file (or its lock) was removed or replaced while the service ran."""
 
 
-def _identity(stat: os.stat_result) -> tuple[int, int]:
-    return stat.st_dev, stat.st_ino
-
 
 class SqliteCheckpoints(CheckpointStore):
     """`CheckpointStore` on a WAL-mode SQLite file; `open()` takes the file's exclusive lock."""
@@ -103,8 +100,6 @@ class SqliteCheckpoints(CheckpointStore):
             raise self._unwritable(exc.strerror or str(exc), exc.filename) from None
         self._lock_fd = fd
         try:
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
             self._conn = self._connect()
             self._file_fd = os.open(self.path, os.O_RDONLY)
         except OSError as exc:
@@ -113,35 +108,18 @@ class SqliteCheckpoints(CheckpointStore):
         except BaseException:
             self.close_sync()
             raise
-        self._identity = (_identity(os.fstat(self._file_fd)), _identity(os.fstat(fd)))
+        self._identity = (identity(os.fstat(self._file_fd)), identity(os.fstat(fd)))
         return self
 
     def _lock(self) -> int:
-        """Take the lock file, which its owner removes on a clean close.
-
-        The lock taken must be on the file now at `lock_path`: a process that opened the file just
-        before its owner removed it would otherwise lock a file no one else can see."""
-        while True:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                raise CheckpointLockError(
-                    f"checkpoint file {self.path} is in use by another Sluiceway process "
-                    f"(lock {self.lock_path} is held); stop that process, or give this one its "
-                    "own file with SLUICEWAY_CHECKPOINTS__PATH"
-                ) from None
-            except OSError:
-                os.close(fd)
-                raise
-            try:
-                current: tuple[int, int] | None = _identity(os.stat(self.lock_path))
-            except FileNotFoundError:
-                current = None
-            if current == _identity(os.fstat(fd)):
-                return fd
-            os.close(fd)  # removed by its owner meanwhile: take the new one
+        try:
+            return lock_file.take(self.lock_path)
+        except lock_file.LockHeld:
+            raise CheckpointLockError(
+                f"checkpoint file {self.path} is in use by another Sluiceway process "
+                f"(lock {self.lock_path} is held); stop that process, or give this one its "
+                "own file with SLUICEWAY_CHECKPOINTS__PATH"
+            ) from None
 
     def _connect(self) -> sqlite3.Connection:
         """Open, migrate, and prove the file writable now rather than at the first checkpoint
@@ -192,7 +170,7 @@ class SqliteCheckpoints(CheckpointStore):
         ):
             what = "checkpoint file" if path == self.path else "its lock file"
             try:
-                now: tuple[int, int] | None = _identity(os.stat(path))
+                now: tuple[int, int] | None = identity(os.stat(path))
             except FileNotFoundError:
                 now = None
             if now is not None and now != opened:
@@ -288,18 +266,8 @@ class SqliteCheckpoints(CheckpointStore):
             os.close(self._file_fd)
             self._file_fd = None
         if self._lock_fd is not None:
-            self._remove_own_lock()
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-            os.close(self._lock_fd)
+            lock_file.release(self._lock_fd, self.lock_path)
             self._lock_fd = None
-
-    def _remove_own_lock(self) -> None:
-        """Remove the lock file on close (while still holding it), unless the path now names
-        another process's lock."""
-        assert self._lock_fd is not None
-        with contextlib.suppress(FileNotFoundError):
-            if _identity(os.stat(self.lock_path)) == _identity(os.fstat(self._lock_fd)):
-                os.unlink(self.lock_path)
 
     async def close(self) -> None:
         await anyio.to_thread.run_sync(self.close_sync, limiter=self._limiter)
