@@ -25,11 +25,8 @@ import os
 import sys
 import threading
 import time
-import traceback
 from multiprocessing.connection import Connection
 from typing import NamedTuple
-
-from sluiceway.handlers.tracebacks import function_frames
 
 
 class LogLine(NamedTuple):
@@ -182,13 +179,3 @@ def finish() -> None:
         for stream in _output.streams:
             stream.flush()
         _output.drain()
-
-
-def report_exception(exc: BaseException) -> None:
-    """Log a function's unhandled exception with its traceback, as Lambda's runtime does."""
-    if _output is not None:
-        frames = function_frames(exc.__traceback__)
-        text = "".join(traceback.format_exception(type(exc), exc, frames)).rstrip("\n")
-        message = f"{type(exc).__name__}: {exc}"
-        _output.line(logging.ERROR, "sluiceway.handlers.worker", message, text)
-    finish()
