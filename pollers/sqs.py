@@ -35,7 +35,7 @@ from sluiceway.router import tracing
 from sluiceway.router.batching import BatchBuilder, split_by_key
 from sluiceway.router.outcomes import BatchFailed
 from sluiceway.router.records import SourceRecord
-from sluiceway.router.runner import BatchOrigin, BatchRunner, Settlement
+from sluiceway.router.runner import BatchOrigin, BatchRunner, Settlement, receive_count
 
 log = logging.getLogger(__name__)
 
@@ -389,15 +389,7 @@ class SqsPoller(Poller):
         if backoff is None:
             self._forget(records)
             return
-        entries = [
-            (
-                record,
-                backoff.timeout_for(
-                    int(record.event["attributes"].get("ApproximateReceiveCount", "1"))
-                ),
-            )
-            for record in records
-        ]
+        entries = [(record, backoff.timeout_for(receive_count(record))) for record in records]
         await self._change_visibility(entries)
         self._forget(records)
 
