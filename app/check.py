@@ -7,14 +7,14 @@ from dataclasses import dataclass
 import anyio
 from sluiceway.app.target_checks import reach_http, reach_lambda
 from sluiceway.config.functions import FunctionConfig
-from sluiceway.config.mapping import MappingConfig
+from sluiceway.config.mapping import Isolation, MappingConfig
 from sluiceway.config.settings import Settings
 from sluiceway.config.sources import DestinationRef, names_placeholder_region
 from sluiceway.core.aws import AwsClients
 from sluiceway.core.aws_retry import error_code
 from sluiceway.core.secrets import known_secrets, register_aws_credentials
 from sluiceway.handlers.loader import HandlerLoadError
-from sluiceway.handlers.targets import TargetError, build_target, isolation_for
+from sluiceway.handlers.targets import TargetError, build_target, every_function, isolation_for
 from sluiceway.pollers.probes import probe_source
 
 CHECK_TIMEOUT_SECONDS = 15.0
@@ -54,7 +54,7 @@ async def _check_handler(
     mapping: MappingConfig | FunctionConfig,
     settings: Settings,
     clients: AwsClients,
-    isolation: tuple[str, str | None],
+    isolation: tuple[Isolation, str | None],
 ) -> CheckResult:
     """HTTP and Lambda targets are reached without invoking; a Python handler is loaded exactly
     as `run` loads it: the same target, isolation and environment, its init phase run once."""
@@ -67,7 +67,7 @@ async def _check_handler(
             ok, detail = await reach_lambda(mapping, clients)  # type: ignore[arg-type]
         return CheckResult(mapping.name, what, ok, detail)
     try:
-        invoker = build_target(mapping, settings, clients)
+        invoker = build_target(mapping, settings, clients, isolations={mapping.name: isolation})
     except TargetError as exc:
         return CheckResult(mapping.name, what, False, str(exc))
     try:
@@ -116,7 +116,7 @@ async def _check_function(
     function: FunctionConfig,
     settings: Settings,
     clients: AwsClients,
-    isolation: tuple[str, str | None],
+    isolation: tuple[Isolation, str | None],
 ) -> list[CheckResult]:
     """A declared function: its handler loads, and its destinations and DLQ exist."""
     label = f"function {function.name}"
@@ -153,7 +153,7 @@ async def _check_target(
 
 async def run_checks(settings: Settings) -> list[CheckResult]:
     results: list[CheckResult] = []
-    isolations = isolation_for([*settings.mappings.values(), *settings.functions.values()])
+    isolations = isolation_for(every_function(settings))
     for config in [*settings.mappings.values(), *settings.functions.values()]:
         known_secrets.add_environment(config.environment)  # a handler's init error may quote them
     async with AwsClients(settings.aws_region) as clients:

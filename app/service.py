@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +16,7 @@ from sluiceway.app.lambda_api import MAX_SYNC_PAYLOAD, LambdaApi
 from sluiceway.app.server import HttpServer
 from sluiceway.app.startup import aws_services, describe_checkpoints, log_mappings, version
 from sluiceway.config.functions import FunctionConfig
-from sluiceway.config.mapping import MappingConfig
+from sluiceway.config.mapping import Isolation, MappingConfig
 from sluiceway.config.settings import Settings
 from sluiceway.core.aws import AwsClients
 from sluiceway.core.aws_retry import error_code
@@ -27,7 +28,7 @@ from sluiceway.core.stats import MappingStats, Registry
 from sluiceway.handlers.invoker import Invoker
 from sluiceway.handlers.loader import HandlerLoadError
 from sluiceway.handlers.reserved import ReservedPools
-from sluiceway.handlers.targets import TargetError, build_target
+from sluiceway.handlers.targets import TargetError, build_target, every_function, isolation_for
 from sluiceway.pollers.checkpoints import CheckpointStore, CheckpointStoreFailed, MemoryCheckpoints
 from sluiceway.pollers.checkpoints_sqlite import CheckpointLockError, SqliteCheckpoints
 from sluiceway.pollers.leases import LeaseTableError, replica_id
@@ -60,10 +61,11 @@ def build_invoker(
     settings: Settings,
     clients: AwsClients | None = None,
     reserved: ReservedPools | None = None,
+    isolations: Mapping[str, tuple[Isolation, str | None]] | None = None,
 ) -> Invoker:
     """In-process, worker processes, HTTP or Lambda, by the handler's form (router.targets)."""
     try:
-        return build_target(mapping, settings, clients, reserved)
+        return build_target(mapping, settings, clients, reserved, isolations)
     except TargetError as exc:
         raise UnsupportedMapping(str(exc)) from None
 
@@ -296,15 +298,18 @@ class Service:
         reserved = ReservedPools()  # reserved concurrency, shared by a function's mappings
         pacer = PollPacer(settings.idle_polls_per_second)  # one budget for every quiet shard
         try:
+            isolations = isolation_for(every_function(settings))  # once, for every target
             for name, function in settings.functions.items():
-                self.function_invokers[name] = build_invoker(function, settings, clients, reserved)
+                self.function_invokers[name] = build_invoker(
+                    function, settings, clients, reserved, isolations
+                )
             for name, mapping in settings.mappings.items():
                 if not mapping.enabled:
                     continue
                 key = mapping.effective_function_name.lower()
                 invoker = self.function_invokers.get(key)
                 if invoker is None:
-                    invoker = build_invoker(mapping, settings, clients, reserved)
+                    invoker = build_invoker(mapping, settings, clients, reserved, isolations)
                     self.function_invokers[key] = invoker
                 self.invokers[name] = invoker
                 stats = self.registry.mappings[name]

@@ -189,18 +189,19 @@ def build_target(
     settings: Settings,
     clients: AwsClients | None = None,
     reserved: ReservedPools | None = None,
+    isolations: Mapping[str, tuple[Isolation, str | None]] | None = None,
 ) -> Invoker:
     """The invoker for `mapping`, wrapped in its function's reserved concurrency when set.
 
     An in-process function whose code would not be its own in this interpreter runs in worker
-    processes instead (`isolation_for`), with a warning saying so.
+    processes instead (`isolation_for`), with a warning saying so. `isolations` is that decision
+    made once for every mapping and function (the service builds many targets); without it, it
+    is made here.
     """
     _refuse_unused(mapping)
-    others: list[FunctionSettings] = [
-        m for m in settings.mappings.values() if m.name != mapping.name
-    ]
-    others.extend(f for f in settings.functions.values() if f.name != mapping.name)
-    isolation, reason = isolation_for([*others, mapping])[mapping.name]
+    if isolations is None or mapping.name not in isolations:
+        isolations = isolation_for(every_function(settings, mapping))
+    isolation, reason = isolations[mapping.name]
     if reason is not None:
         logger.warning(
             "mapping %s (function %s) runs in worker processes, as with isolation=process: %s. "
@@ -222,6 +223,19 @@ def build_target(
     except ReservedConflict as exc:
         raise TargetError(f"{_variable(mapping, 'reserved_concurrency')}: {exc}") from None
     return ReservedInvoker(invoker, pool)
+
+
+def every_function(
+    settings: Settings, mapping: FunctionSettings | None = None
+) -> list[FunctionSettings]:
+    """Every mapping and declared function of `settings` (with `mapping` in its own place),
+    the set whose code `isolation_for` weighs."""
+    named = {} if mapping is None else {mapping.name: mapping}
+    listed: list[FunctionSettings] = [
+        m for m in settings.mappings.values() if m.name not in named
+    ]
+    listed.extend(f for f in settings.functions.values() if f.name not in named)
+    return [*listed, *named.values()]
 
 
 def _bare_target(
