@@ -64,22 +64,42 @@ class _Call:
         """The call returned and its slot went back to the pool."""
 
 
+class CallTimedOut(Exception):
+    """The call outlived the timeout given to `Environment.run`; it runs on, abandoned."""
+
+
 class Environment:
     """A reserved slot: `run` one call in it. A call that is abandoned keeps the slot."""
 
-    __slots__ = ("_pool", "used")
+    __slots__ = ("_pool", "released", "used")
 
     def __init__(self, pool: ThreadEnvironments) -> None:
         self._pool = pool
         self.used = False
+        self.released = False
 
-    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """`fn(*args)` in a daemon thread; cancelling the caller abandons the call, which keeps
-        its thread and slot until it returns (counted in `stuck` meanwhile)."""
-        if self.used:
+    async def run(
+        self, fn: Callable[..., Any], *args: Any, abandon_after: float | None = None
+    ) -> Any:
+        """`fn(*args)` in a daemon thread; cancelling the caller, or `timeout` seconds passing
+        (`abandon_after`, CallTimedOut), abandons the call, which keeps its thread and slot until it returns
+        (counted in `stuck` meanwhile). The timeout is one timer on the loop, not a cancel
+        scope: it is paid on every invocation."""
+        if self.used or self.released:
             raise RuntimeError("an environment runs one call per reservation")
         self.used = True
-        return await self._pool._run(fn, args)
+        return await self._pool._run(fn, args, abandon_after)
+
+    def release(self) -> None:
+        """Give the slot back if no call used it (a used slot comes back when its call returns)."""
+        if not self.used and not self.released:
+            self.released = True
+            self._pool._release()
+
+
+def _expire(call: _Call) -> None:
+    if not call.future.done():
+        call.future.set_exception(CallTimedOut())
 
 
 class ThreadEnvironments:
@@ -118,13 +138,17 @@ class ThreadEnvironments:
     async def reserve(self) -> AsyncIterator[Environment]:
         """Wait (first come, first served) for a free environment; it is free again when the
         block ends, or, if its call was abandoned, when that call returns."""
-        await self._acquire()
-        environment = Environment(self)
+        environment = await self.take()
         try:
             yield environment
         finally:
-            if not environment.used:
-                self._release()
+            environment.release()
+
+    async def take(self) -> Environment:
+        """`reserve` without the context manager, for the per-invocation path: the caller must
+        `release()` the environment in a `finally`."""
+        await self._acquire()
+        return Environment(self)
 
     # ------------------------------------------------------------------ slots (event loop only)
 
@@ -159,13 +183,19 @@ class ThreadEnvironments:
 
     # ------------------------------------------------------------------ calls
 
-    async def _run(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-        call = _Call(fn, args, asyncio.get_running_loop())
+    async def _run(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], abandon_after: float | None = None
+    ) -> Any:
+        loop = asyncio.get_running_loop()
+        call = _Call(fn, args, loop)
         try:
             self._submit(call)
         except BaseException:
             self._release()  # no thread took it
             raise
+        timer = None
+        if abandon_after is not None:
+            timer = loop.call_later(max(abandon_after, 0.0), _expire, call)
         try:
             return await call.future
         except BaseException:
@@ -173,6 +203,9 @@ class ThreadEnvironments:
                 call.abandoned = True
                 self._set_stuck(+1)
             raise
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     def _submit(self, call: _Call) -> None:
         with self._lock:

@@ -23,8 +23,8 @@ from sluiceway.core import function_logs
 from sluiceway.core.stats import MappingStats
 from sluiceway.core.telemetry import annotate_invocation
 from sluiceway.handlers.context import LambdaContext, new_log_stream_name
-from sluiceway.handlers.environments import Environment, ThreadEnvironments
-from sluiceway.handlers.invocation import current_options
+from sluiceway.handlers.environments import CallTimedOut, Environment, ThreadEnvironments
+from sluiceway.handlers.invocation import InvocationOptions, current_options
 from sluiceway.handlers.loader import (
     HandlerLoadError,
     LoadedHandler,
@@ -182,10 +182,12 @@ class PythonInvoker(Invoker):
         request_id = (options.request_id if options else None) or str(uuid.uuid4())
         annotate_invocation(request_id)
         with function_logs.Invocation(request_id, self.function_name):
-            result = await self._invoke(event, request_id)
+            result = await self._invoke(event, request_id, options)
         return with_request_id(result, request_id)
 
-    async def _invoke(self, event: dict[str, Any], request_id: str) -> InvocationResult:
+    async def _invoke(
+        self, event: dict[str, Any], request_id: str, options: InvocationOptions | None
+    ) -> InvocationResult:
         started = time.monotonic()
         loaded = self._loaded
         if loaded is None:  # loaded once; afterwards no timeout scope is needed for it
@@ -199,11 +201,16 @@ class PythonInvoker(Invoker):
             if init_scope.cancel_called:
                 return self._timed_out(time.monotonic() - started)
         if loaded.is_async:
-            return await self._run(loaded, event, request_id, started, self._call_async)
+            context = self._context(request_id, started, options)
+            return await self._run_async(loaded, event, context, started)
         # Waiting for an environment is not running: the clock starts once one is free.
-        async with self._environments.reserve() as environment:
-            call = _sync_call(environment)
-            return await self._run(loaded, event, request_id, time.monotonic(), call)
+        environment = await self._environments.take()
+        try:
+            started = time.monotonic()
+            context = self._context(request_id, started, options)
+            return await self._run_sync(environment, loaded, event, context, started)
+        finally:
+            environment.release()
 
     async def _load(self) -> LoadedHandler:
         if self._loaded is None:
@@ -222,14 +229,9 @@ class PythonInvoker(Invoker):
                     self._init_error = None
         return self._loaded
 
-    async def _run(
-        self,
-        loaded: LoadedHandler,
-        event: dict[str, Any],
-        request_id: str,
-        started: float,
-        call: Callable[[Callable[..., Any], dict[str, Any], LambdaContext], Awaitable[Any]],
-    ) -> InvocationResult:
+    def _context(
+        self, request_id: str, started: float, options: InvocationOptions | None
+    ) -> LambdaContext:
         context = LambdaContext(
             aws_request_id=request_id,
             function_name=self.function_name,
@@ -240,27 +242,59 @@ class PythonInvoker(Invoker):
             log_stream_name=self.log_stream_name,
             started=started,
         )
-        options = current_options()
         if options is not None:
             context.client_context = options.client_context_object()
+        return context
+
+    async def _run_sync(
+        self,
+        environment: Environment,
+        loaded: LoadedHandler,
+        event: dict[str, Any],
+        context: LambdaContext,
+        started: float,
+    ) -> InvocationResult:
+        """A sync handler in `environment`'s thread. Its timeout is the environment's timer (no
+        cancel scope per invocation); a timed-out call keeps running, abandoned."""
+        remaining = self.function_timeout - (time.monotonic() - started)
+        try:
+            value = await environment.run(
+                _call_with_copy, loaded.fn, event, context, abandon_after=remaining
+            )
+        except CallTimedOut:
+            return self._timed_out(time.monotonic() - started)
+        except (Exception, SystemExit) as e:
+            return _raised(e, time.monotonic() - started)
+        if inspect.isawaitable(value):  # a sync wrapper around a coroutine function
+            return await self._finish_awaitable(value, started)
+        return marshal_response(value, time.monotonic() - started)
+
+    async def _finish_awaitable(self, value: Awaitable[Any], started: float) -> InvocationResult:
         remaining = self.function_timeout - (time.monotonic() - started)
         with anyio.move_on_after(remaining) as scope:
             try:
-                value = await call(loaded.fn, event, context)
+                value = await value
             except (Exception, SystemExit) as e:
                 if scope.cancel_called:
                     return self._timed_out(time.monotonic() - started)
                 return _raised(e, time.monotonic() - started)
-        duration = time.monotonic() - started
         if scope.cancel_called:
-            return self._timed_out(duration)
-        return marshal_response(value, duration)
+            return self._timed_out(time.monotonic() - started)
+        return marshal_response(value, time.monotonic() - started)
 
-    @staticmethod
-    async def _call_async(
-        fn: Callable[..., Any], event: dict[str, Any], context: LambdaContext
-    ) -> Any:
-        return await fn(_json_copy(event), context)
+    async def _run_async(
+        self,
+        loaded: LoadedHandler,
+        event: dict[str, Any],
+        context: LambdaContext,
+        started: float,
+    ) -> InvocationResult:
+        """An async handler on the loop, on its own copy of the event, cancelled at its timeout."""
+        try:
+            awaitable = loaded.fn(_json_copy(event), context)
+        except (Exception, SystemExit) as e:  # a handler that cannot take (event, context)
+            return _raised(e, time.monotonic() - started)
+        return await self._finish_awaitable(awaitable, started)
 
     def _timed_out(self, duration: float) -> FunctionError:
         message = f"Task timed out after {self.function_timeout:.2f} seconds"
@@ -320,20 +354,6 @@ def _json_copy(event: dict[str, Any]) -> dict[str, Any]:
     """
     copied: dict[str, Any] = orjson.loads(orjson.dumps(event))
     return copied
-
-
-def _sync_call(
-    environment: Environment,
-) -> Callable[[Callable[..., Any], dict[str, Any], LambdaContext], Awaitable[Any]]:
-    """Calls a sync handler in `environment`'s thread."""
-
-    async def call(fn: Callable[..., Any], event: dict[str, Any], context: LambdaContext) -> Any:
-        value = await environment.run(_call_with_copy, fn, event, context)
-        if inspect.isawaitable(value):  # a sync wrapper around a coroutine function
-            value = await value
-        return value
-
-    return call
 
 
 def _call_with_copy(fn: Callable[..., Any], event: dict[str, Any], context: LambdaContext) -> Any:

@@ -62,6 +62,8 @@ InvocationResult = Returned | FunctionError | InvokeFailure
 def with_request_id(result: InvocationResult, request_id: str) -> InvocationResult:
     """`result` stamped with the invocation's request id, which failure records carry so a
     failed batch can be found in the handler's logs; a failure to invoke has none."""
+    if type(result) is Returned:  # the common case, without `replace`'s generic machinery
+        return Returned(result.payload, result.duration, request_id)
     if isinstance(result, InvokeFailure) or not request_id:
         return result
     return replace(result, request_id=request_id)

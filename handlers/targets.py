@@ -231,9 +231,7 @@ def every_function(
     """Every mapping and declared function of `settings` (with `mapping` in its own place),
     the set whose code `isolation_for` weighs."""
     named = {} if mapping is None else {mapping.name: mapping}
-    listed: list[FunctionSettings] = [
-        m for m in settings.mappings.values() if m.name not in named
-    ]
+    listed: list[FunctionSettings] = [m for m in settings.mappings.values() if m.name not in named]
     listed.extend(f for f in settings.functions.values() if f.name not in named)
     return [*listed, *named.values()]
 

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 import anyio
 import anyio.to_thread
+from opentelemetry.trace import Span
 from sluiceway.config.filter_patterns import RecordFilter, compile_filter_criteria
 from sluiceway.config.mapping import MappingConfig
 from sluiceway.core.aws import AwsClients
@@ -205,12 +206,25 @@ class BatchRunner:
             if kept:
                 await self._retry_in_place(kept, settle, origin, stopping, window)
             return
-        with tracing.batch_span(records, self.stats.mapping, self.stats.kind):
-            kept, filtered = self.apply_filter(records)
+        kept, filtered = self.apply_filter(records)
+        function = self._function() if kept else None
+        with tracing.batch_span(
+            records, self.stats.mapping, self.stats.kind, function, self._coldstart(bool(kept))
+        ):
             if kept:
                 await self._run_once(kept, filtered, settle, origin, stopping)
             else:
                 await settle(Settlement(finished=filtered))
+
+    def _function(self) -> str:
+        return self.invoker.function_name or self.stats.mapping
+
+    def _coldstart(self, invoking: bool) -> bool:
+        """Whether this is the mapping's first invocation (once true, never again)."""
+        if not invoking:
+            return False
+        coldstart, self._invoked_before = not self._invoked_before, True
+        return coldstart
 
     def apply_filter(
         self, records: list[SourceRecord]
@@ -483,27 +497,33 @@ class BatchRunner:
         stats = self.stats
         stats.invoked += len(records)
         stats.invocations += 1
-        stats.in_flight += 1
-        started = time.monotonic()
-        try:
-            if self.limiter is not None:
-                async with self.limiter:
-                    result = await self._call(records, extra)
-            else:
-                result = await self._call(records, extra)
-        finally:
-            stats.in_flight -= 1
-            elapsed = time.monotonic() - started
-            stats.duration_seconds += elapsed
-            record_invocation(stats, elapsed, len(records))
-        stats.set_handler_error(self.invoker.init_error)  # readiness follows the handler's init
-        outcome = interpret(result, item_ids(records), self.report_batch_item_failures)
-        if require_state and isinstance(result, Returned) and not _has_state(result.payload):
-            outcome = BatchFailed("the response has no state (a tumbling window needs one)")
-        self._count(outcome, len(records))
-        tracing.annotate_outcome(outcome, len(records))
-        if isinstance(outcome, BatchFailed):
-            self._log_failure(outcome, result, len(records))
+        # One span per invocation: the SQS runner's batch span (already open), or this one.
+        nested = tracing.in_batch()
+        function = None if nested else self._function()
+        with tracing.batch_span(
+            records, stats.mapping, stats.kind, function, not nested and self._coldstart(True)
+        ) as current:
+            stats.in_flight += 1
+            started = time.monotonic()
+            try:
+                if self.limiter is not None:
+                    async with self.limiter:
+                        result = await self._call(records, extra, current)
+                else:
+                    result = await self._call(records, extra, current)
+            finally:
+                stats.in_flight -= 1
+                elapsed = time.monotonic() - started
+                stats.duration_seconds += elapsed
+                record_invocation(stats, elapsed, len(records))
+            stats.set_handler_error(self.invoker.init_error)  # readiness follows the init
+            outcome = interpret(result, item_ids(records), self.report_batch_item_failures)
+            if require_state and isinstance(result, Returned) and not _has_state(result.payload):
+                outcome = BatchFailed("the response has no state (a tumbling window needs one)")
+            self._count(outcome, len(records))
+            tracing.annotate_outcome(current, outcome, len(records))
+            if isinstance(outcome, BatchFailed):
+                self._log_failure(outcome, result, len(records))
         return outcome, result
 
     def _log_failure(self, outcome: BatchFailed, result: InvocationResult, size: int) -> None:
@@ -529,26 +549,20 @@ class BatchRunner:
             log.warning("batch of %d failed: %s", size, outcome.reason)
 
     async def _call(
-        self, records: list[SourceRecord], extra: dict[str, Any] | None
+        self, records: list[SourceRecord], extra: dict[str, Any] | None, current: Span
     ) -> InvocationResult:
-        """One handler call inside its invocation span (the handler's own spans nest in it)."""
+        """One handler call inside the batch span (the handler's own spans nest in it)."""
         stats = self.stats
         if stats.kind != "sqs" and records and records[-1].arrival:
             # Lambda's IteratorAge: measured at every invoke, so it keeps growing while retrying.
             stats.iterator_age_ms = max(0.0, (time.time() - records[-1].arrival) * 1000)
-        coldstart, self._invoked_before = not self._invoked_before, True
-        name = self.invoker.function_name or stats.mapping
-        # The batch span is reused when the poller opened one; otherwise this attempt gets its own.
-        with (
-            tracing.batch_span(records, stats.mapping, stats.kind),
-            tracing.invocation_span(name, stats.kind, records, coldstart) as current,
-        ):
+        with tracing.record_spans(self._function(), records):
             result = await self.invoker.invoke(build_event(records, extra))
-            if not isinstance(result, Returned):  # before any span, log or status sees it
-                if len(records) > OFF_LOOP_MASKING:
-                    result = await anyio.to_thread.run_sync(safe_result, result, records)
-                else:
-                    result = safe_result(result, records)
+        if not isinstance(result, Returned):  # before any span, log or status sees it
+            if len(records) > OFF_LOOP_MASKING:
+                result = await anyio.to_thread.run_sync(safe_result, result, records)
+            else:
+                result = safe_result(result, records)
             tracing.annotate_result(current, result)
         return result
 

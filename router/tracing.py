@@ -129,17 +129,30 @@ def receive_links(records: Sequence[SourceRecord]) -> list[Link]:
     ]
 
 
-def source_attributes(records: Sequence[SourceRecord], kind: str) -> dict[str, Any]:
-    """messaging.* attributes for a batch from its first record."""
-    arn = str(records[0].event.get("eventSourceARN", "")) if records else ""
-    name = source_name(arn)
-    return {
-        "messaging.system": MESSAGING_SYSTEM.get(kind, kind),
-        "messaging.destination.name": name,
-        "messaging.batch.message_count": len(records),
-        "faas.trigger": FAAS_TRIGGER.get(kind, "other"),
-        "cloud.resource_id": arn or None,
-    }
+_STATIC: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+
+
+def _static_attributes(arn: str, kind: str, mapping: str, function: str) -> dict[str, Any]:
+    """What every batch span of one source, mapping and function shares, built once."""
+    key = (arn, kind, mapping, function)
+    found = _STATIC.get(key)
+    if found is None:
+        if len(_STATIC) > 4096:  # mappings come and go in tests; never let it grow unbounded
+            _STATIC.clear()
+        found = {
+            "messaging.system": MESSAGING_SYSTEM.get(kind, kind),
+            "messaging.destination.name": source_name(arn),
+            "faas.trigger": FAAS_TRIGGER.get(kind, "other"),
+        }
+        if arn:
+            found["cloud.resource_id"] = arn
+        if mapping:
+            found["messaging.operation"] = "process"
+            found["sluiceway.mapping"] = mapping
+        if function:
+            found["faas.name"] = function
+        _STATIC[key] = found
+    return found
 
 
 def new_batch_id() -> str:
@@ -147,81 +160,105 @@ def new_batch_id() -> str:
     return f"{_BATCH_PREFIX}-{next(_batch_ids):x}"
 
 
-@contextlib.contextmanager
-def batch_span(records: Sequence[SourceRecord], mapping: str, kind: str) -> Iterator[Span]:
+def in_batch() -> bool:
+    """Whether a batch span (or, with tracing off, a batch's log context) is open here."""
+    return _in_batch.get()
+
+
+class batch_span:
     """The per-batch span, with mapping and batch_id bound for logs. As the messaging conventions
     ask of a process span, it links to each message's producer, and to the receive span(s) that
     fetched the batch's records (`received`), so a receive leads to its processing.
 
-    Nested calls (a poller opened it around processing and settling) reuse the open one.
+    It is also the function's invocation span (one span per invocation, the conventions' FaaS
+    span for a messaging trigger): `function` adds `faas.name` and `faas.coldstart`, and the
+    invoker adds `faas.invocation_id`. The handler's own spans nest under it, threads included.
+    Nested uses (the SQS runner opened it around invoking and settling) reuse the open one.
+    A class, not a generator: it runs for every batch.
     """
-    if _in_batch.get():
-        yield current_span()
-        return
-    batch_id = new_batch_id()
-    token = _in_batch.set(True)
-    try:
-        with logs.bind(mapping=mapping, batch_id=batch_id):
-            if tracer() is None:
-                yield NOOP_SPAN
-                return
-            attributes = source_attributes(records, kind)
-            attributes.update(
-                {
-                    "messaging.operation": "process",
-                    "sluiceway.mapping": mapping,
-                    "sluiceway.batch_id": batch_id,
-                }
-            )
-            with span(
-                f"{attributes['messaging.destination.name']} process",
-                kind=SpanKind.CONSUMER,
-                links=[*receive_links(records), *links_from_records(records)],
-                attributes=attributes,
-            ) as current:
-                yield current
-    finally:
-        _in_batch.reset(token)
+
+    __slots__ = ("_bound", "_coldstart", "_function", "_kind", "_mapping", "_records", "_token")
+    __slots__ += ("_use",)
+
+    def __init__(
+        self,
+        records: Sequence[SourceRecord],
+        mapping: str,
+        kind: str,
+        function: str | None = None,
+        coldstart: bool = False,
+    ) -> None:
+        self._records = records
+        self._mapping = mapping
+        self._kind = kind
+        self._function = function
+        self._coldstart = coldstart
+        self._token: contextvars.Token[bool] | None = None
+        self._use: contextlib.AbstractContextManager[Span] | None = None
+
+    def __enter__(self) -> Span:
+        if _in_batch.get():
+            return current_span()
+        batch_id = new_batch_id()
+        self._token = _in_batch.set(True)
+        self._bound = logs.bind_fields({"mapping": self._mapping, "batch_id": batch_id})
+        active = tracer()
+        if active is None:
+            return NOOP_SPAN
+        records = self._records
+        arn = str(records[0].event.get("eventSourceARN", "")) if records else ""
+        function = self._function or ""
+        attributes = {
+            **_static_attributes(arn, self._kind, self._mapping, function),
+            "messaging.batch.message_count": len(records),
+            "sluiceway.batch_id": batch_id,
+        }
+        if function:
+            attributes["faas.coldstart"] = self._coldstart
+        links = [*receive_links(records), *links_from_records(records)]
+        started = active.start_span(
+            f"{attributes['messaging.destination.name']} process",
+            kind=SpanKind.CONSUMER,
+            links=links,
+            attributes=attributes,
+        )
+        self._use = trace.use_span(started, end_on_exit=True)
+        return self._use.__enter__()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self._token is None:
+            return
+        try:
+            if self._use is not None:
+                self._use.__exit__(*exc_info)
+        finally:
+            logs.unbind(self._bound)
+            _in_batch.reset(self._token)
 
 
 @contextlib.contextmanager
-def invocation_span(
-    function_name: str, kind: str, records: Sequence[SourceRecord], coldstart: bool
-) -> Iterator[Span]:
-    """The handler invocation (faas.*); the handler's own spans nest under it, threads included.
-
-    With SLUICEWAY_TRACE_RECORDS=true, one child span per record (linked to its producer) is
-    open for the length of the invocation.
-    """
-    if tracer() is None:
-        yield NOOP_SPAN
+def record_spans(function_name: str, records: Sequence[SourceRecord]) -> Iterator[None]:
+    """With SLUICEWAY_TRACE_RECORDS=true, one child span per record (linked to its producer),
+    open for the length of the invocation."""
+    active = tracer()
+    if active is None or not per_record():
+        yield
         return
-    attributes = {
-        "faas.name": function_name,
-        "faas.trigger": FAAS_TRIGGER.get(kind, "other"),
-        "faas.coldstart": coldstart,
-        "messaging.batch.message_count": len(records),
-    }
-    with span(function_name, kind=SpanKind.SERVER, attributes=attributes) as current:
-        active = tracer()
-        if active is None or not per_record():
-            yield current
-            return
-        children = []
-        for record in records:
-            producer = producer_context(record.event)
-            children.append(
-                active.start_span(
-                    f"{function_name} record",
-                    links=[Link(producer)] if producer else None,
-                    attributes={"messaging.message.id": record.item_id},
-                )
+    children = []
+    for record in records:
+        producer = producer_context(record.event)
+        children.append(
+            active.start_span(
+                f"{function_name} record",
+                links=[Link(producer)] if producer else None,
+                attributes={"messaging.message.id": record.item_id},
             )
-        try:
-            yield current
-        finally:
-            for child in children:
-                child.end()
+        )
+    try:
+        yield
+    finally:
+        for child in children:
+            child.end()
 
 
 def retry_span(
@@ -253,10 +290,9 @@ def invoke_failure_type(failure: InvokeFailure) -> str:
     return "Throttled" if failure.throttled else "InvokeFailure"
 
 
-def annotate_outcome(outcome: Outcome, size: int) -> None:
-    """Mark the current (batch) span with what the response meant for the batch: the outcome in
+def annotate_outcome(current: Span, outcome: Outcome, size: int) -> None:
+    """Mark the batch span with what the response meant for the batch: the outcome in
     `sluiceway.outcome`, and for a failed batch `error.type` = the function's error type."""
-    current = current_span()
     if not current.is_recording():
         return
     current.set_attribute("sluiceway.outcome", type(outcome).__name__)

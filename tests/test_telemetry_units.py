@@ -267,8 +267,8 @@ def test_a_failed_batch_carries_the_functions_error_type(
     outcome: BatchFailed, error_type: str
 ) -> None:
     with exported() as exporter:
-        with telemetry.span("batch"):
-            tracing.annotate_outcome(outcome, 3)
+        with telemetry.span("batch") as current:
+            tracing.annotate_outcome(current, outcome, 3)
         (batch,) = exporter.get_finished_spans()
     attributes = batch.attributes or {}
     assert attributes["error.type"] == error_type
