@@ -136,6 +136,12 @@ class Metrics:
             ),
         ]
         kwargs: dict[str, Any] = {"metric_readers": all_readers, "views": views}
+        if not readers and not os.environ.get("OTEL_METRICS_EXEMPLAR_FILTER"):
+            # Prometheus's text format carries no exemplars: offering each measurement to a
+            # reservoir would cost a fifth of every histogram record for nothing.
+            from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter
+
+            kwargs["exemplar_filter"] = AlwaysOffExemplarFilter()
         if resource is not None:
             kwargs["resource"] = resource
         self.provider = MeterProvider(**kwargs)

@@ -81,10 +81,10 @@ class Environment:
     async def run(
         self, fn: Callable[..., Any], *args: Any, abandon_after: float | None = None
     ) -> Any:
-        """`fn(*args)` in a daemon thread; cancelling the caller, or `timeout` seconds passing
-        (`abandon_after`, CallTimedOut), abandons the call, which keeps its thread and slot until it returns
-        (counted in `stuck` meanwhile). The timeout is one timer on the loop, not a cancel
-        scope: it is paid on every invocation."""
+        """`fn(*args)` in a daemon thread. Cancelling the caller, or `abandon_after` seconds
+        passing (CallTimedOut), abandons the call, which keeps its thread and slot until it
+        returns (counted in `stuck` meanwhile). The timeout is neither a cancel scope nor a timer
+        of its own, since it is paid on every invocation (see `_watch`)."""
         if self.used or self.released:
             raise RuntimeError("an environment runs one call per reservation")
         self.used = True
@@ -95,11 +95,6 @@ class Environment:
         if not self.used and not self.released:
             self.released = True
             self._pool._release()
-
-
-def _expire(call: _Call) -> None:
-    if not call.future.done():
-        call.future.set_exception(CallTimedOut())
 
 
 class ThreadEnvironments:
@@ -127,6 +122,9 @@ class ThreadEnvironments:
         self._calls: queue.SimpleQueue[_Call] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._idle_threads = 0
+        self._deadlines: dict[_Call, float] = {}
+        """Calls that expire (`abandon_after`), with their deadlines on the loop's clock."""
+        self._watchdog: asyncio.TimerHandle | None = None
         self.threads = 0
         """Threads alive now (at most `size`)."""
 
@@ -193,9 +191,8 @@ class ThreadEnvironments:
         except BaseException:
             self._release()  # no thread took it
             raise
-        timer = None
         if abandon_after is not None:
-            timer = loop.call_later(max(abandon_after, 0.0), _expire, call)
+            self._watch(call, loop, loop.time() + max(abandon_after, 0.0))
         try:
             return await call.future
         except BaseException:
@@ -204,8 +201,31 @@ class ThreadEnvironments:
                 self._set_stuck(+1)
             raise
         finally:
-            if timer is not None:
-                timer.cancel()
+            self._deadlines.pop(call, None)
+
+    # ------------------------------------------------------------------ timeouts (event loop only)
+
+    def _watch(self, call: _Call, loop: asyncio.AbstractEventLoop, deadline: float) -> None:
+        """Expire `call` at `deadline`. One timer serves every call of the pool, set for the
+        earliest deadline: calls with the same timeout start in deadline order, so a steady
+        stream of invocations schedules a timer about once per timeout, not once per call."""
+        self._deadlines[call] = deadline
+        watchdog = self._watchdog
+        if watchdog is None or watchdog.when() > deadline:
+            if watchdog is not None:
+                watchdog.cancel()
+            self._watchdog = loop.call_at(deadline, self._expire_due, loop)
+
+    def _expire_due(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._watchdog = None
+        now = loop.time()
+        for call, deadline in list(self._deadlines.items()):
+            if deadline <= now:
+                del self._deadlines[call]
+                if not call.future.done():
+                    call.future.set_exception(CallTimedOut())
+        if self._deadlines:
+            self._watchdog = loop.call_at(min(self._deadlines.values()), self._expire_due, loop)
 
     def _submit(self, call: _Call) -> None:
         with self._lock:

@@ -12,7 +12,6 @@ import importlib
 import inspect
 import math
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
@@ -22,7 +21,7 @@ import orjson
 from sluiceway.core import function_logs
 from sluiceway.core.stats import MappingStats
 from sluiceway.core.telemetry import annotate_invocation
-from sluiceway.handlers.context import LambdaContext, new_log_stream_name
+from sluiceway.handlers.context import LambdaContext, new_log_stream_name, new_request_id
 from sluiceway.handlers.environments import CallTimedOut, Environment, ThreadEnvironments
 from sluiceway.handlers.invocation import InvocationOptions, current_options
 from sluiceway.handlers.loader import (
@@ -179,7 +178,7 @@ class PythonInvoker(Invoker):
         """Run the handler once with a fresh request id (or the caller's) and context; what it logs
         and prints is tagged with them (core/function_logs.py)."""
         options = current_options()
-        request_id = (options.request_id if options else None) or str(uuid.uuid4())
+        request_id = (options.request_id if options else None) or new_request_id()
         annotate_invocation(request_id)
         with function_logs.Invocation(request_id, self.function_name):
             result = await self._invoke(event, request_id, options)

@@ -188,3 +188,34 @@ def test_busy_threads_counts_calls_still_running() -> None:
     while environments.busy_threads() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert environments.busy_threads() == 0
+
+
+async def test_one_watchdog_expires_each_call_at_its_own_deadline() -> None:
+    """Calls with different timeouts share one timer: a shorter deadline that starts later
+    still expires first, a longer one is not cut short, and a call that returns in time is
+    never expired."""
+    pool = ThreadEnvironments(3, "watchdog")
+    outcomes: dict[str, float | str] = {}
+
+    async def call(name: str, sleep: float, limit: float) -> None:
+        started = time.monotonic()
+        environment = await pool.take()
+        try:
+            await environment.run(time.sleep, sleep, abandon_after=limit)
+            outcomes[name] = "returned"
+        except environments.CallTimedOut:
+            outcomes[name] = time.monotonic() - started
+        finally:
+            environment.release()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(call, "long", 0.6, 0.4)
+        await anyio.sleep(0.05)
+        tg.start_soon(call, "short", 0.6, 0.1)
+        tg.start_soon(call, "in time", 0.05, 0.3)
+    assert outcomes["in time"] == "returned"
+    assert isinstance(outcomes["short"], float) and 0.09 <= outcomes["short"] < 0.3
+    assert isinstance(outcomes["long"], float) and 0.39 <= outcomes["long"] < 0.55
+    assert not pool._deadlines and pool._watchdog is None
+    await anyio.sleep(0.3)  # the abandoned calls return and give their slots back
+    assert pool.stuck == 0 and pool.has_room()

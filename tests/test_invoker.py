@@ -283,3 +283,16 @@ async def test_cancelling_an_invocation_propagates(spec: str) -> None:
         outcome.append(await run.invoke({"sleep": 0.5}))
     assert scope.cancelled_caught
     assert outcome == []
+
+
+def test_request_ids_are_random_version_4_uuids() -> None:
+    import uuid
+
+    from sluiceway.handlers.context import new_request_id
+
+    ids = [new_request_id() for _ in range(2_000)]
+    assert len(set(ids)) == len(ids)
+    for value in ids:
+        parsed = uuid.UUID(value)
+        assert str(parsed) == value
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
