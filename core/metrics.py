@@ -2,7 +2,8 @@
 
 Counters and gauges are observable instruments that read `router.stats` when collected, so the
 hot path pays nothing for them; only the duration and batch-size histograms are recorded as
-batches run (`record_invocation`, a no-op while no `Metrics` is active).
+batches run (`record_invocation`, a no-op while no `Metrics` is active), in place when Prometheus
+is their only reader (`core.histograms`), by the SDK's instruments otherwise.
 
 Prometheus names (labels `mapping`, `source`): sluiceway_invocations_total, sluiceway_errors_total,
 sluiceway_throttles_total, sluiceway_<polled|filtered_out|invoked|failed_invoke|dropped|deleted|
@@ -26,6 +27,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+from sluiceway.core.histograms import Buckets, Histogram, Histograms
 from sluiceway.core.secrets import known_secrets
 from sluiceway.core.stats import MappingStats, Registry
 
@@ -33,6 +35,8 @@ log = logging.getLogger(__name__)
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
 BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+DURATION_TEXT = "Handler invocation time (Duration)"
+BATCH_SIZE_TEXT = "Events per invocation"
 
 COUNTERS: dict[str, tuple[str, str]] = {
     "sluiceway_invocations": ("invocations", "Handler invocations (Lambda Invocations)"),
@@ -136,12 +140,6 @@ class Metrics:
             ),
         ]
         kwargs: dict[str, Any] = {"metric_readers": all_readers, "views": views}
-        if not readers and not os.environ.get("OTEL_METRICS_EXEMPLAR_FILTER"):
-            # Prometheus's text format carries no exemplars: offering each measurement to a
-            # reservoir would cost a fifth of every histogram record for nothing.
-            from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter
-
-            kwargs["exemplar_filter"] = AlwaysOffExemplarFilter()
         if resource is not None:
             kwargs["resource"] = resource
         self.provider = MeterProvider(**kwargs)
@@ -202,13 +200,23 @@ class Metrics:
             unit="ms",
             description="Time from acceptance to the latest invocation of an event (AsyncEventAge)",
         )
-        self.duration = meter.create_histogram(
-            "sluiceway_duration", unit="s", description="Handler invocation time (Duration)"
-        )
-        self.batch_size = meter.create_histogram(
-            "sluiceway_batch_size", description="Events per invocation"
-        )
         self._attrs: dict[str, dict[str, str]] = {}
+        self._own: dict[str, tuple[Buckets, Buckets]] = {}
+        self._histograms: tuple[Histogram, Histogram] | None = None
+        if self._prom_registry is not None and not readers:
+            # Prometheus alone reads them: count in place (core/histograms.py).
+            self._histograms = (
+                Histogram("sluiceway_duration_seconds", DURATION_TEXT, DURATION_BUCKETS),
+                Histogram("sluiceway_batch_size", BATCH_SIZE_TEXT, BATCH_SIZE_BUCKETS),
+            )
+            self._prom_registry.register(Histograms(self._histograms))
+        else:
+            self.duration = meter.create_histogram(
+                "sluiceway_duration", unit="s", description=DURATION_TEXT
+            )
+            self.batch_size = meter.create_histogram(
+                "sluiceway_batch_size", description=BATCH_SIZE_TEXT
+            )
 
     def _counter(self, attr: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def observe(_: CallbackOptions) -> Iterable[Observation]:
@@ -245,6 +253,16 @@ class Metrics:
         return observe
 
     def record_invocation(self, stats: MappingStats, duration: float, size: int) -> None:
+        if self._histograms is not None:
+            own = self._own.get(stats.mapping)
+            if own is None:
+                own = self._own[stats.mapping] = (
+                    self._histograms[0].buckets(stats.mapping, stats.kind),
+                    self._histograms[1].buckets(stats.mapping, stats.kind),
+                )
+            own[0].record(duration)
+            own[1].record(size)
+            return
         attrs = self._attrs.get(stats.mapping)
         if attrs is None:
             attrs = self._attrs[stats.mapping] = _labels(stats)

@@ -177,8 +177,16 @@ class batch_span:
     A class, not a generator: it runs for every batch.
     """
 
-    __slots__ = ("_bound", "_coldstart", "_function", "_kind", "_mapping", "_records", "_token")
-    __slots__ += ("_use",)
+    __slots__ = (
+        "_bound",
+        "_coldstart",
+        "_function",
+        "_kind",
+        "_mapping",
+        "_records",
+        "_token",
+        "_use",
+    )
 
     def __init__(
         self,
