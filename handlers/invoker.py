@@ -24,6 +24,7 @@ from sluiceway.core.stats import MappingStats
 from sluiceway.core.telemetry import annotate_invocation
 from sluiceway.handlers.context import LambdaContext, new_log_stream_name
 from sluiceway.handlers.environments import Environment, ThreadEnvironments
+from sluiceway.handlers.event_copy import handler_copy
 from sluiceway.handlers.invocation import current_options
 from sluiceway.handlers.loader import (
     HandlerLoadError,
@@ -260,7 +261,7 @@ class PythonInvoker(Invoker):
     async def _call_async(
         fn: Callable[..., Any], event: dict[str, Any], context: LambdaContext
     ) -> Any:
-        return await fn(_json_copy(event), context)
+        return await fn(handler_copy(event), context)
 
     def _timed_out(self, duration: float) -> FunctionError:
         message = f"Task timed out after {self.function_timeout:.2f} seconds"
@@ -313,15 +314,6 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
 
-def _json_copy(event: dict[str, Any]) -> dict[str, Any]:
-    """The event as the handler would get it from Lambda: decoded JSON, its own copy.
-
-    A handler that mutates its event must not change the records the router retries with.
-    """
-    copied: dict[str, Any] = orjson.loads(orjson.dumps(event))
-    return copied
-
-
 def _sync_call(
     environment: Environment,
 ) -> Callable[[Callable[..., Any], dict[str, Any], LambdaContext], Awaitable[Any]]:
@@ -338,7 +330,7 @@ def _sync_call(
 
 def _call_with_copy(fn: Callable[..., Any], event: dict[str, Any], context: LambdaContext) -> Any:
     """Runs in the worker thread, so copying a large event does not block the loop."""
-    return fn(_json_copy(event), context)
+    return fn(handler_copy(event), context)
 
 
 def _default_function_name(spec: str) -> str:
