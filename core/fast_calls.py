@@ -22,8 +22,8 @@ values the JSON protocol would have to convert) go through the client unchanged.
 A caller that asks for the wire form (`wire=True`) gets a successful answer as the JSON the
 service sent: blobs stay base64 strings and timestamps epoch numbers, so a page of large Kinesis
 records is not decoded to bytes only to be encoded back to base64 for a Lambda event. A call that
-goes through the client keeps the answer's body as it is read (`before-parse`) and answers with
-that, so every call of an operation has the same shape.
+goes through the client takes the answer's body as it is read (`before-parse`) and answers with
+that, so every call of an operation has the same shape and none pays botocore's conversions.
 """
 
 from __future__ import annotations
@@ -86,13 +86,19 @@ _BODIES: ContextVar[list[bytes] | None] = ContextVar("sluiceway_fast_call_bodies
 wire form; None otherwise (each task has its own, so concurrent calls never mix)."""
 
 
-def _keep_body(response_dict: dict[str, Any], **_: Any) -> None:
-    """`before-parse` handler: keep a successful answer's body for the call that asked."""
+_EMPTY_ANSWER = b"{}"
+
+
+def _take_body(response_dict: dict[str, Any], **_: Any) -> None:
+    """`before-parse` handler: take a successful answer's body for the call that asked for the
+    wire form, and leave botocore an empty answer to parse in its place (decoding a page's
+    blobs is the very work the caller asked to be spared; errors are parsed as ever)."""
     bodies = _BODIES.get()
     if bodies is not None and response_dict.get("status_code", 500) < 300:
         body = response_dict.get("body")
         if isinstance(body, bytes):
             bodies.append(body)
+            response_dict["body"] = _EMPTY_ANSWER
 
 
 class _Signer(SigV4Auth):
@@ -410,7 +416,7 @@ class FastCalls:
         if operation not in self._keeping:
             self._client.meta.events.register(
                 f"before-parse.{self._service_id}.{operation}",
-                _keep_body,
+                _take_body,
                 unique_id=f"sluiceway-wire-{operation}",
             )
             self._keeping.add(operation)
