@@ -18,6 +18,12 @@ retry quota, through the `needs-retry` event) and raised as the client's own exc
 with the same error code; connection failures become botocore's connection errors. Calls the
 template cannot describe (a proxy, a signature other than SigV4, endpoint parameters in the call,
 values the JSON protocol would have to convert) go through the client unchanged.
+
+A caller that asks for the wire form (`wire=True`) gets a successful answer as the JSON the
+service sent: blobs stay base64 strings and timestamps epoch numbers, so a page of large Kinesis
+records is not decoded to bytes only to be encoded back to base64 for a Lambda event. A call that
+goes through the client takes the answer's body as it is read (`before-parse`) and answers with
+that, so every call of an operation has the same shape and none pays botocore's conversions.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import ssl
 import time
 import zlib
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from hashlib import sha256
 from typing import Any
@@ -74,6 +81,24 @@ _SKIPPED = {
 }
 """Request headers that are per call (or per connection): never copied from the template."""
 _PLAIN = (str, int, bool, float, type(None))
+_BODIES: ContextVar[list[bytes] | None] = ContextVar("sluiceway_fast_call_bodies", default=None)
+"""Where this task's call through the client keeps the bodies it read, when it asked for the
+wire form; None otherwise (each task has its own, so concurrent calls never mix)."""
+
+
+_EMPTY_ANSWER = b"{}"
+
+
+def _take_body(response_dict: dict[str, Any], **_: Any) -> None:
+    """`before-parse` handler: take a successful answer's body for the call that asked for the
+    wire form, and leave botocore an empty answer to parse in its place (decoding a page's
+    blobs is the very work the caller asked to be spared; errors are parsed as ever)."""
+    bodies = _BODIES.get()
+    if bodies is not None and response_dict.get("status_code", 500) < 300:
+        body = response_dict.get("body")
+        if isinstance(body, bytes):
+            bodies.append(body)
+            response_dict["body"] = _EMPTY_ANSWER
 
 
 class _Signer(SigV4Auth):
@@ -350,6 +375,8 @@ class FastCalls:
         self._pools: dict[str, _Pool] = {}
         self._service_id = client.meta.service_model.service_id.hyphenize()
         self._refill = 0
+        self._recording: dict[str, anyio.Lock] = {}
+        self._keeping: set[str] = set()
 
     def close(self) -> None:
         for pool in self._pools.values():
@@ -360,17 +387,53 @@ class FastCalls:
         """True once `operation`'s calls are sent below the client's pipeline."""
         return self._templates.get(operation) is not None
 
-    async def call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+    async def call(
+        self, operation: str, params: dict[str, Any], *, wire: bool = False
+    ) -> dict[str, Any]:
+        """The answer of `client.<operation>(**params)`; with `wire`, a successful answer as the
+        service's JSON (base64 strings for blobs, epoch numbers for timestamps) instead of
+        botocore's conversions of it. Errors are raised as the client raises them either way."""
         template = self._templates.get(operation)
+        if template is None and operation not in self._templates:
+            # Concurrent first calls wait for the one recording the template, then go fast.
+            async with self._recording.setdefault(operation, anyio.Lock(fast_acquire=True)):
+                template = self._templates.get(operation)
+                if operation not in self._templates:
+                    return await self._through_client(operation, params, wire=wire)
         if template is not None and _fits(template.accepted, params):
-            return await self._fast(template, operation, params)
-        return await self._through_client(operation, params)
+            return await self._fast(template, operation, params, wire=wire)
+        return await self._through_client(operation, params, wire=wire)
 
     # ------------------------------------------------------------------ the template
 
-    async def _through_client(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
-        """The client's own call; the first one of an operation that a template could send
-        also records its template."""
+    async def _through_client(
+        self, operation: str, params: dict[str, Any], *, wire: bool
+    ) -> dict[str, Any]:
+        """The client's own call (in the wire form when asked); the first one of an operation
+        that a template could send also records its template."""
+        if not wire:
+            return await self._recorded(operation, params)
+        if operation not in self._keeping:
+            self._client.meta.events.register(
+                f"before-parse.{self._service_id}.{operation}",
+                _take_body,
+                unique_id=f"sluiceway-wire-{operation}",
+            )
+            self._keeping.add(operation)
+        bodies: list[bytes] = []
+        token = _BODIES.set(bodies)
+        try:
+            parsed = await self._recorded(operation, params)
+        finally:
+            _BODIES.reset(token)
+        if not bodies:
+            return parsed  # nothing was read as it came (a stubbed client): botocore's form
+        answer: dict[str, Any] = orjson.loads(bodies[-1]) if bodies[-1] else {}
+        answer["ResponseMetadata"] = parsed.get("ResponseMetadata", {})
+        return answer
+
+    async def _recorded(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+        """The client's own call; the first of an operation that fits a template records it."""
         if operation in self._templates or not _fits(_accepted(self._model(operation)), params):
             return await getattr(self._client, xform_name(operation))(**params)
         event = f"before-send.{self._service_id}.{operation}"
@@ -469,7 +532,7 @@ class FastCalls:
         ).encode() + body
 
     async def _fast(
-        self, template: _Template, operation: str, params: dict[str, Any]
+        self, template: _Template, operation: str, params: dict[str, Any], *, wire: bool
     ) -> dict[str, Any]:
         tracing = telemetry.enabled()
         context: dict[str, Any] = {"client_region": self._client.meta.region_name}
@@ -501,7 +564,7 @@ class FastCalls:
                 exception = exc  # ConnectTimeoutError is an EndpointConnectionError
             if answer is not None and answer.status < 300:
                 parsed = orjson.loads(answer.body) if answer.body else {}
-                if any(parsed.get(name) for name in template.converted):
+                if not wire and any(parsed.get(name) for name in template.converted):
                     parsed = await self._parse(template, answer)
                 parsed["ResponseMetadata"] = {
                     "RequestId": answer.headers.get("x-amzn-requestid"),

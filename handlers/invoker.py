@@ -23,6 +23,7 @@ from sluiceway.core.stats import MappingStats
 from sluiceway.core.telemetry import annotate_invocation
 from sluiceway.handlers.context import LambdaContext, new_log_stream_name, new_request_id
 from sluiceway.handlers.environments import CallTimedOut, Environment, ThreadEnvironments
+from sluiceway.handlers.event_copy import handler_copy
 from sluiceway.handlers.invocation import InvocationOptions, current_options
 from sluiceway.handlers.loader import (
     HandlerLoadError,
@@ -290,7 +291,7 @@ class PythonInvoker(Invoker):
     ) -> InvocationResult:
         """An async handler on the loop, on its own copy of the event, cancelled at its timeout."""
         try:
-            awaitable = loaded.fn(_json_copy(event), context)
+            awaitable = loaded.fn(handler_copy(event), context)
         except (Exception, SystemExit) as e:  # a handler that cannot take (event, context)
             return _raised(e, time.monotonic() - started)
         return await self._finish_awaitable(awaitable, started)
@@ -346,18 +347,9 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
 
-def _json_copy(event: dict[str, Any]) -> dict[str, Any]:
-    """The event as the handler would get it from Lambda: decoded JSON, its own copy.
-
-    A handler that mutates its event must not change the records the router retries with.
-    """
-    copied: dict[str, Any] = orjson.loads(orjson.dumps(event))
-    return copied
-
-
 def _call_with_copy(fn: Callable[..., Any], event: dict[str, Any], context: LambdaContext) -> Any:
     """Runs in the worker thread, so copying a large event does not block the loop."""
-    return fn(_json_copy(event), context)
+    return fn(handler_copy(event), context)
 
 
 def _default_function_name(spec: str) -> str:

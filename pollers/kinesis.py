@@ -104,7 +104,7 @@ class KinesisApi:
         ) as poll:
             assert self._fast is not None, "resolve() first"
             response = await self._fast.call(
-                "GetRecords", {"ShardIterator": iterator, "Limit": GET_RECORDS_LIMIT}
+                "GetRecords", {"ShardIterator": iterator, "Limit": GET_RECORDS_LIMIT}, wire=True
             )
             records = [
                 pair

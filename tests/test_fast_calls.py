@@ -5,6 +5,7 @@ iterators."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import datetime
 import gzip
@@ -134,6 +135,67 @@ async def test_get_records_answers_as_the_client(clients: AwsClients, one_shard:
 
 
 @pytest.mark.usefixtures("kinesalite")
+async def test_get_records_in_the_wire_form_is_alike_through_the_client_and_below_it(
+    clients: AwsClients, one_shard: Any
+) -> None:
+    kinesis = await clients.client("kinesis")
+    fast = await clients.fast("kinesis")
+    arn = await one_shard(kinesis)
+    iterator = await _iterator(kinesis, arn)
+    payloads = [b"\x00\xffbytes", b"", b'{"json": true}', bytes(range(256)) * 400]
+    for data in payloads:
+        await kinesis.put_record(StreamName=arn.rsplit("/", 1)[-1], Data=data, PartitionKey="k")
+    params = {"ShardIterator": iterator, "Limit": 100}
+    assert not fast.direct("GetRecords")
+    first = await fast.call("GetRecords", params, wire=True)  # through the client: the template
+    assert fast.direct("GetRecords")
+    later = await fast.call("GetRecords", params, wire=True)  # below the client
+    _same(first, later)
+    assert first["ResponseMetadata"]["HTTPStatusCode"] == 200
+    theirs = await kinesis.get_records(**params)
+    records = first["Records"]
+    assert [base64.b64decode(r["Data"]) for r in records] == payloads
+    assert [r["Data"] for r in records] == [base64.b64encode(p).decode() for p in payloads]
+    for ours, parsed in zip(records, theirs["Records"], strict=True):
+        arrival = ours["ApproximateArrivalTimestamp"]
+        assert isinstance(arrival, int | float)
+        assert arrival == parsed["ApproximateArrivalTimestamp"].timestamp()
+        assert ours["SequenceNumber"] == parsed["SequenceNumber"]
+    # Without `wire`, the same calls keep botocore's conversions.
+    assert (await fast.call("GetRecords", params))["Records"][0]["Data"] == payloads[0]
+
+
+@pytest.mark.usefixtures("kinesalite")
+async def test_concurrent_first_calls_wait_for_the_one_recording_the_template(
+    clients: AwsClients, one_shard: Any
+) -> None:
+    kinesis = await clients.client("kinesis")
+    fast = await clients.fast("kinesis")
+    arn = await one_shard(kinesis)
+    await kinesis.put_record(StreamName=arn.rsplit("/", 1)[-1], Data=b"one", PartitionKey="k")
+    iterator = await _iterator(kinesis, arn)
+    through_client: list[Any] = []
+
+    def sent(request: Any, **_: Any) -> None:
+        through_client.append(request)
+
+    kinesis.meta.events.register("before-send.kinesis.GetRecords", sent)
+    pages: list[dict[str, Any]] = []
+
+    async def read() -> None:
+        pages.append(await fast.call("GetRecords", {"ShardIterator": iterator}, wire=True))
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            for _ in range(4):
+                tg.start_soon(read)
+    kinesis.meta.events.unregister("before-send.kinesis.GetRecords", sent)
+    assert len(through_client) == 1
+    assert [p["Records"] for p in pages] == [pages[0]["Records"]] * 4
+    assert pages[0]["Records"][0]["Data"] == base64.b64encode(b"one").decode()
+
+
+@pytest.mark.usefixtures("kinesalite")
 async def test_an_endpoint_parameter_goes_through_the_client(
     clients: AwsClients, one_shard: Any
 ) -> None:
@@ -185,13 +247,16 @@ async def test_kinesis_errors_retry_and_raise_as_the_client(
     async with _through_proxy(kinesalite, monkeypatch, "kinesis") as (proxy, kinesis, fast):
         arn = await one_shard(kinesis)
         iterator = await _iterator(kinesis, arn)
-        await fast.call("GetRecords", {"ShardIterator": iterator})
-        assert fast.direct("GetRecords")
         proxy.rates = rates
         params = {"ShardIterator": iterator, "Limit": 10}
         theirs = await _attempts(proxy, lambda: kinesis.get_records(**params))
+        # The first call (through the client) and a later one (below it) in the wire form, and
+        # one in botocore's form: every one fails as the client does.
+        first = await _attempts(proxy, lambda: fast.call("GetRecords", params, wire=True))
+        assert fast.direct("GetRecords")
+        later = await _attempts(proxy, lambda: fast.call("GetRecords", params, wire=True))
         ours = await _attempts(proxy, lambda: fast.call("GetRecords", params))
-        assert ours == theirs
+        assert first == later == ours == theirs
         assert ours[1] == code
         assert (ours[2] == 1) == (code == "ExpiredIteratorException")  # the others are retried
 
@@ -216,6 +281,32 @@ async def test_a_5xx_then_an_answer_is_retried_to_success(
                 page = await fast.call("GetRecords", {"ShardIterator": iterator})
         assert page["ResponseMetadata"]["RetryAttempts"] == 1
         assert page["Records"] == []
+
+
+@pytest.mark.parametrize("recorded", [False, True], ids=["through-client", "below-client"])
+async def test_a_5xx_then_an_answer_in_the_wire_form(
+    kinesalite: str, monkeypatch: pytest.MonkeyPatch, one_shard: Any, recorded: bool
+) -> None:
+    async with _through_proxy(kinesalite, monkeypatch, "kinesis") as (proxy, kinesis, fast):
+        arn = await one_shard(kinesis)
+        await kinesis.put_record(StreamName=arn.rsplit("/", 1)[-1], Data=b"one", PartitionKey="k")
+        iterator = await _iterator(kinesis, arn)
+        if recorded:
+            await fast.call("GetRecords", {"ShardIterator": iterator, "Limit": 1})
+        proxy.rates = FaultRates(error_500=1.0)
+
+        async def heal() -> None:
+            while proxy.counts["error_500"] < 1:  # noqa: ASYNC110
+                await anyio.sleep(0.005)
+            proxy.rates = FaultRates()
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(heal)
+                page = await fast.call("GetRecords", {"ShardIterator": iterator}, wire=True)
+        assert fast.direct("GetRecords")
+        assert page["ResponseMetadata"]["RetryAttempts"] == 1
+        assert [r["Data"] for r in page["Records"]] == [base64.b64encode(b"one").decode()]
 
 
 async def test_nothing_listening_is_botocores_connection_error(

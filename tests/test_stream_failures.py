@@ -241,6 +241,33 @@ async def test_s3_destination_writes_aws_key_layout_with_payload() -> None:
     assert payload == failures.EVENTS[0]
 
 
+@pytest.mark.parametrize("handler", ["change_and_raise", "change_and_raise_async"])
+async def test_a_handler_changing_its_event_changes_neither_the_retry_nor_the_destination(
+    handler: str,
+) -> None:
+    bucket = f"changed-{time.time_ns()}"
+    async with aws_client("kinesis") as kinesis, aws_client("s3") as s3:
+        await s3.create_bucket(Bucket=bucket)
+        arn = await make_stream(kinesis, "changes")
+        await put(kinesis, arn, [("a", "first"), ("b", "x" * 20_000)])
+        fields = {
+            "maximum_retry_attempts": 1,
+            "destination_config": {"on_failure": {"destination": f"arn:aws:s3:::{bucket}"}},
+        }
+        async with running(settings_for({"k": mapping(arn, handler, **fields)})):
+
+            async def written() -> bool:
+                return bool((await s3.list_objects_v2(Bucket=bucket)).get("Contents"))
+
+            await eventually(written)
+        (obj,) = (await s3.list_objects_v2(Bucket=bucket))["Contents"]
+        body = await (await s3.get_object(Bucket=bucket, Key=obj["Key"]))["Body"].read()
+    first, retry = (json.loads(snapshot) for snapshot in failures.SNAPSHOTS)
+    assert retry == first  # the retried batch is the batch as read
+    assert [failures._data(r) for r in first["Records"]] == ["first", "x" * 20_000]
+    assert json.loads(json.loads(body)["payload"]) == first  # and so is the destination's
+
+
 async def test_eventbridge_destination_puts_the_record_as_detail() -> None:
     async with aws_client("kinesis") as kinesis, sqs_client() as sqs, aws_client("events") as ev:
         inbox_url, inbox_arn = await queue_with_arn(sqs, "bus-inbox")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import threading
 from typing import Any
 
@@ -12,6 +13,8 @@ EVENTS: list[dict[str, Any]] = []
 """Every event, whole (window fields included)."""
 REQUEST_IDS: list[str] = []
 """Each invocation's `context.aws_request_id`, in step with EVENTS."""
+SNAPSHOTS: list[str] = []
+"""Each event as a changing handler received it (JSON), before it changed it."""
 _lock = threading.Lock()
 
 
@@ -20,6 +23,7 @@ def reset() -> None:
         SIZES.clear()
         EVENTS.clear()
         REQUEST_IDS.clear()
+        SNAPSHOTS.clear()
 
 
 def _data(record: dict[str, Any]) -> str:
@@ -75,3 +79,27 @@ def grow_state(event: dict[str, Any], context: Any) -> dict[str, Any]:
         data = _data(record)
         state[_seq(record)] = "x" * 1_100_000 if data == "big" else data
     return {"state": state}
+
+
+def _change_in_place(event: dict[str, Any]) -> None:
+    """Everything a handler could change in its event: data, nested objects, the list itself."""
+    with _lock:
+        SNAPSHOTS.append(json.dumps(event))
+    for record in event["Records"]:
+        kinesis = record["kinesis"]
+        kinesis["data"] = base64.b64encode(b"changed").decode()
+        kinesis["partitionKey"] = "changed"
+        kinesis["added"] = {"by": "handler"}
+        del record["eventID"]
+    event["Records"].append({"kinesis": {"data": ""}})
+    event["Records"].reverse()
+
+
+def change_and_raise(event: dict[str, Any], context: Any) -> None:
+    _change_in_place(event)
+    raise RuntimeError("changed my event, then failed")
+
+
+async def change_and_raise_async(event: dict[str, Any], context: Any) -> None:
+    _change_in_place(event)
+    raise RuntimeError("changed my event, then failed")
