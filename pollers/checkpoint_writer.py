@@ -22,6 +22,9 @@ import anyio
 Save = Callable[[str], Awaitable[bool]]
 """Write one position; False when the store failed (the writer then writes nothing more)."""
 
+LAST_WRITE_SECONDS = 30.0
+"""How long a cancelled writer still tries to write the position it was last given."""
+
 
 class CheckpointWriter:
     """Writes the latest position it was given, one write at a time, until closed."""
@@ -62,9 +65,9 @@ class CheckpointWriter:
         self._wake.set()
 
     async def run(self) -> None:
-        """Write until closed. Shielded for its whole life, as a write was when the lane made it
-        itself: a cancelled reader closes its writer, which still writes the last position."""
-        with anyio.CancelScope(shield=True):
+        """Write until closed. Cancelled, it still writes the position it was last given (as
+        the lane's own shielded write did before), within `LAST_WRITE_SECONDS`."""
+        try:
             while not self.failed:
                 if self._pending is not None:
                     await self._write_pending()
@@ -73,6 +76,10 @@ class CheckpointWriter:
                 else:
                     await self._wake.wait()
                     self._wake = anyio.Event()
+        finally:
+            if self._pending is not None and not self.failed:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(LAST_WRITE_SECONDS):
+                    await self._write_pending()
 
     async def _write_pending(self) -> None:
         position, self._pending = self._pending, None
@@ -83,6 +90,10 @@ class CheckpointWriter:
             if not await self._save(position):
                 self.failed = True
                 self._pending = None
+        except BaseException:
+            if self._pending is None:
+                self._pending = position  # cut short (cancelled): written again by `run`
+            raise
         finally:
             self._writing = False
             if self._written is not None:
