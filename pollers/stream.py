@@ -128,6 +128,8 @@ class ShardReader:
         self._read_scope = anyio.CancelScope()
         self._room = anyio.Event()
         self._writer = CheckpointWriter(self._write_checkpoint)
+        self._view = stats.shard(shard.shard_id)
+        """The shard's entry in /status (iterator age, checkpoint)."""
         self._max_outstanding = max(2 * batch_size * self._lanes, 10_000)
         self.ended = False
         self.store_failure: CheckpointStoreFailed | None = None
@@ -436,7 +438,7 @@ class ShardReader:
             return
         age = max(0.0, (time.time() - records[-1].arrival) * 1000)
         self._stats.iterator_age_ms = age
-        self._stats.shard(self.shard.shard_id)["iterator_age_ms"] = round(age, 1)
+        self._view["iterator_age_ms"] = round(age, 1)
         moved = self._progress.finish([record.handle for record in records])
         if moved is not None:
             self._writer.offer(moved)
@@ -446,7 +448,7 @@ class ShardReader:
         """The writer's one write; /status shows the checkpoint once it is stored."""
         if not await self._save(self._store.set, self.shard.shard_id, position):
             return False
-        self._stats.shard(self.shard.shard_id)["checkpoint"] = position
+        self._view["checkpoint"] = position
         return True
 
 
