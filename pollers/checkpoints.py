@@ -2,7 +2,8 @@
 
 A checkpoint is the sequence number of the last record that is finished (handled, filtered out or
 sent to a destination), or `SHARD_END` once a closed shard has been read and finished to its end.
-Readers resume AFTER the checkpoint, so a crash re-delivers at most what was in flight.
+Readers resume AFTER the checkpoint, so a crash re-delivers at most what was in flight or
+finished but not yet written (a shard's writes are coalesced: `pollers.checkpoint_writer`).
 
 A store also hands out the leases of a scope: a store on one machine (memory, SQLite) holds every
 shard itself; a shared one (DynamoDB) splits them between replicas.
