@@ -29,8 +29,10 @@ LAST_WRITE_SECONDS = 30.0
 class CheckpointWriter:
     """Writes the latest position it was given, one write at a time, until closed."""
 
-    def __init__(self, save: Save) -> None:
+    def __init__(self, save: Save, *, spacing: float = 0.0) -> None:
         self._save = save
+        self._spacing = spacing
+        """Seconds the writer rests after a write: positions given meanwhile go in the next."""
         self._pending: str | None = None
         self._wake = anyio.Event()
         self._written: anyio.Event | None = None
@@ -53,7 +55,8 @@ class CheckpointWriter:
         return self.failed or (self._pending is None and not self._writing)
 
     async def flush(self) -> None:
-        """Wait until every position offered so far is written (or the store failed)."""
+        """Wait until every position offered so far is written (or the store failed); with a
+        spacing, up to that much longer."""
         while not self.idle:
             if self._written is None:
                 self._written = anyio.Event()
@@ -71,6 +74,8 @@ class CheckpointWriter:
             while not self.failed:
                 if self._pending is not None:
                     await self._write_pending()
+                    if self._spacing > 0 and not self._closed:
+                        await anyio.sleep(self._spacing)
                 elif self._closed:
                     return
                 else:

@@ -127,7 +127,11 @@ class ShardReader:
         self._stopping = anyio.Event()
         self._read_scope = anyio.CancelScope()
         self._room = anyio.Event()
-        self._writer = CheckpointWriter(self._write_checkpoint)
+        self._writer = CheckpointWriter(
+            self._write_checkpoint,
+            spacing=0.0 if tumbling_window_seconds > 0 else store.write_spacing,
+        )
+        """With tumbling windows a lane waits for each checkpoint: no spacing to wait out."""
         self._view = stats.shard(shard.shard_id)
         """The shard's entry in /status (iterator age, checkpoint)."""
         self._max_outstanding = max(2 * batch_size * self._lanes, 10_000)

@@ -26,9 +26,11 @@ class SlowSaves:
     def __init__(self, seconds: float = 0.02) -> None:
         self.seconds = seconds
         self.written: list[str] = []
+        self.times: list[float] = []
         self.refuse = False
 
     async def __call__(self, position: str) -> bool:
+        self.times.append(time.monotonic())
         await anyio.sleep(self.seconds)
         if self.refuse:
             return False
@@ -54,6 +56,21 @@ async def test_positions_that_finish_during_a_write_go_in_the_next_one_and_never
     assert numbers == sorted(set(numbers)), numbers  # forward only, each once
     assert numbers[-1] == 40  # closing wrote the last position given
     assert len(numbers) < 15, numbers  # coalesced, not one write per batch
+
+
+async def test_a_busy_shard_is_written_once_per_spacing_and_its_last_position_on_close() -> None:
+    saves = SlowSaves(seconds=0.0)
+    writer = CheckpointWriter(saves, spacing=0.05)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(writer.run)
+        for n in range(1, 101):
+            writer.offer(str(n))
+            await anyio.sleep(0.002)  # 0.2 s of batches
+        writer.close()
+    gaps = [b - a for a, b in zip(saves.times, saves.times[1:], strict=False)]
+    assert all(gap >= 0.049 for gap in gaps), gaps
+    assert len(saves.written) <= 6, saves.written
+    assert saves.written[-1] == "100"
 
 
 async def test_flush_returns_once_every_position_given_is_written() -> None:
