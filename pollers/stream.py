@@ -4,9 +4,10 @@ One reader per shard reads in order and hands records to `ParallelizationFactor`
 stable hash of the partition / item key, so order per key holds). Each lane runs one batch at a
 time; the shard's checkpoint moves only to the end of the contiguous finished prefix, after the
 batch is finished, and is written by the shard's `CheckpointWriter` while the lanes go on. A
-failed batch is retried with backoff while the lane waits and the other lanes go on; `RetryPolicy` holds the mapping's failure settings: attempt limits, record age,
-bisecting, the on-failure destination (records given up on are finished only once it accepted
-them) and tumbling windows.
+failed batch is retried with backoff while the lane waits and the other lanes go on;
+`RetryPolicy` holds the mapping's failure settings: attempt limits, record age, bisecting, the
+on-failure destination (records given up on are finished only once it accepted them) and
+tumbling windows.
 """
 
 from __future__ import annotations
