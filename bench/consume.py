@@ -7,6 +7,7 @@ prints one JSON line about itself (records, seconds, CPU seconds since it began 
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from typing import Any
 
@@ -39,13 +40,20 @@ async def consume(args: argparse.Namespace) -> str:
         f"m{i}": mapping(args.kind, source, args.batch_size, args.window)
         for i, source in enumerate(args.source)
     }
-    settings = settings_for(mappings)
-    cpu_start = cpu_now()
-    started = time.monotonic()
-    async with running(settings):
-        finished = await anyio.to_thread.run_sync(handlers.DONE.wait, args.timeout)
-        seconds = time.monotonic() - started
-        report = self_report(handlers.count(), seconds, cpu_start, list(handlers.LATENCIES))
+    with tempfile.TemporaryDirectory(prefix="bench-checkpoints-") as store_dir:
+        top: dict[str, str] = {}
+        if args.checkpoints == "sqlite":
+            top = {
+                "SLUICEWAY_CHECKPOINTS__BACKEND": "sqlite",
+                "SLUICEWAY_CHECKPOINTS__PATH": f"{store_dir}/checkpoints.db",
+            }
+        settings = settings_for(mappings, **top)
+        cpu_start = cpu_now()
+        started = time.monotonic()
+        async with running(settings):
+            finished = await anyio.to_thread.run_sync(handlers.DONE.wait, args.timeout)
+            seconds = time.monotonic() - started
+            report = self_report(handlers.count(), seconds, cpu_start, list(handlers.LATENCIES))
     if not finished:
         raise SystemExit(f"only {handlers.count()} of {args.expect} records within {args.timeout}s")
     return report
@@ -60,6 +68,12 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=0)
     parser.add_argument("--latency", action="store_true")
     parser.add_argument("--timeout", type=float, default=240.0)
+    parser.add_argument(
+        "--checkpoints",
+        choices=["memory", "sqlite"],
+        default="memory",
+        help="stream checkpoint store (sqlite: the service's default, in a fresh temporary file)",
+    )
     args = parser.parse_args()
     print(anyio.run(consume, args), flush=True)
 

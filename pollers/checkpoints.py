@@ -2,7 +2,8 @@
 
 A checkpoint is the sequence number of the last record that is finished (handled, filtered out or
 sent to a destination), or `SHARD_END` once a closed shard has been read and finished to its end.
-Readers resume AFTER the checkpoint, so a crash re-delivers at most what was in flight.
+Readers resume AFTER the checkpoint, so a crash re-delivers at most what was in flight or
+finished but not yet written (a shard's writes are coalesced: `pollers.checkpoint_writer`).
 
 A store also hands out the leases of a scope: a store on one machine (memory, SQLite) holds every
 shard itself; a shared one (DynamoDB) splits them between replicas.
@@ -89,6 +90,11 @@ class ShardLeases(abc.ABC):
 
 class CheckpointStore(abc.ABC):
     """Checkpoints keyed by (scope, shard id); scope names the mapping and its stream."""
+
+    write_spacing: float = 0.005
+    """Shortest time between two checkpoint writes of one busy shard: the positions it finishes
+    meanwhile go in the next write. A crash reads again at most what this long finished, beyond
+    the batches in flight; a stop still writes the last position."""
 
     async def start(self) -> None:
         """Make the store ready (create or check a table); stores that need nothing do nothing."""

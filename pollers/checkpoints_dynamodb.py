@@ -25,6 +25,10 @@ DEFAULT_LEASE_SECONDS = 10.0
 class DynamoCheckpoints(CheckpointStore):
     """`CheckpointStore` on a lease table; `leases_for(scope)` hands out each scope's leases."""
 
+    write_spacing = 0.05
+    """A conditional write costs about a millisecond of CPU and a round trip: a busy shard
+    writes its checkpoint at most 20 times a second."""
+
     def __init__(
         self,
         table: str,

@@ -3,10 +3,11 @@
 One reader per shard reads in order and hands records to `ParallelizationFactor` lanes (by a
 stable hash of the partition / item key, so order per key holds). Each lane runs one batch at a
 time; the shard's checkpoint moves only to the end of the contiguous finished prefix, after the
-batch is finished. A failed batch is retried with backoff while the lane waits and the other
-lanes go on; `RetryPolicy` holds the mapping's failure settings: attempt limits, record age,
-bisecting, the on-failure destination (records given up on are finished only once it accepted
-them) and tumbling windows.
+batch is finished, and is written by the shard's `CheckpointWriter` while the lanes go on. A
+failed batch is retried with backoff while the lane waits and the other lanes go on;
+`RetryPolicy` holds the mapping's failure settings: attempt limits, record age, bisecting, the
+on-failure destination (records given up on are finished only once it accepted them) and
+tumbling windows.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import contextlib
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, Protocol
 
 import anyio
@@ -26,8 +27,9 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 from botocore.exceptions import ClientError
 from sluiceway.core.aws_retry import call_with_retry, error_code
 from sluiceway.core.stats import MappingStats
+from sluiceway.pollers.checkpoint_writer import CheckpointWriter
 from sluiceway.pollers.checkpoints import SHARD_END, CheckpointStore, CheckpointStoreFailed
-from sluiceway.pollers.lanes import ShardProgress, lane_for
+from sluiceway.pollers.lanes import Backlog, ShardProgress, lane_for
 from sluiceway.pollers.pacing import PollPacer
 from sluiceway.pollers.positions import FinishedSubRecords
 from sluiceway.pollers.shards import TRIM_HORIZON, Shard, StartPosition
@@ -44,6 +46,12 @@ IDLE_POLL_MAX_SECONDS = 1.0
 WINDOW_GRACE_SECONDS = 1.0
 """How long after a tumbling window's end its final invoke waits for records still on their way
 (Lambda waits up to 2 minutes on a quiet shard; a record that comes later opens a new window)."""
+YIELD_EVERY_BATCHES = 32
+"""A lane batching records it already holds lets other tasks run at least this often, even
+when none of its batches waited (every invocation does; a batch filtered out entirely may not)."""
+
+_record = itemgetter(0)
+_checkpoint = itemgetter(1)
 
 
 @dataclass
@@ -120,7 +128,13 @@ class ShardReader:
         self._stopping = anyio.Event()
         self._read_scope = anyio.CancelScope()
         self._room = anyio.Event()
-        self._checkpoint_lock = anyio.Lock()
+        self._writer = CheckpointWriter(
+            self._write_checkpoint,
+            spacing=0.0 if tumbling_window_seconds > 0 else store.write_spacing,
+        )
+        """With tumbling windows a lane waits for each checkpoint: no spacing to wait out."""
+        self._view = stats.shard(shard.shard_id)
+        """The shard's entry in /status (iterator age, checkpoint)."""
         self._max_outstanding = max(2 * batch_size * self._lanes, 10_000)
         self.ended = False
         self.store_failure: CheckpointStoreFailed | None = None
@@ -138,7 +152,23 @@ class ShardReader:
         return self._stopping.is_set()
 
     async def run(self) -> None:
-        """Read, dispatch and settle; on a clean end of shard, checkpoint SHARD_END."""
+        """Read, dispatch and settle; on a clean end of shard, checkpoint SHARD_END. Returns
+        only once the last finished position is written (a lease may be released after)."""
+        async with anyio.create_task_group() as writing:
+            writing.start_soon(self._writer.run)
+            try:
+                await self._read_and_run_lanes()
+            finally:
+                self._writer.close()
+        if self.ended and not self._stopping.is_set() and self._progress.outstanding == 0:
+            with anyio.CancelScope(shield=True):
+                await self._save(self._store.set, self.shard.shard_id, SHARD_END)
+            if self.store_failure is None:
+                log.info("shard %s finished", self.shard.shard_id)
+                return
+        self.ended = False
+
+    async def _read_and_run_lanes(self) -> None:
         sends: list[ObjectSendStream[list[SourceRecord]]] = []
         async with anyio.create_task_group() as tg:
             for lane in range(self._lanes):
@@ -151,13 +181,6 @@ class ShardReader:
             finally:
                 for send in sends:
                     send.close()
-        if self.ended and not self._stopping.is_set() and self._progress.outstanding == 0:
-            with anyio.CancelScope(shield=True):
-                await self._save(self._store.set, self.shard.shard_id, SHARD_END)
-            if self.store_failure is None:
-                log.info("shard %s finished", self.shard.shard_id)
-                return
-        self.ended = False
 
     async def _save(
         self, write: Callable[[str, str, Any], Awaitable[None]], key: str, value: str | None
@@ -257,20 +280,16 @@ class ShardReader:
         """Per page, not per record: positions in one call, one list per lane (no hashing for
         a single lane), so a 10,000-record page costs a few sends instead of 10,000."""
         self._stats.polled += len(records)
-        position = self._progress.add_many([checkpoint for _, checkpoint in records])
+        first = self._progress.add_many(list(map(_checkpoint, records)))
+        page = list(map(_record, records))
+        for position, record in enumerate(page, first):
+            record.handle = position
         lanes = self._lanes
         if lanes == 1:
-            page: list[SourceRecord] = []
-            for record, _ in records:
-                record.handle = position
-                position += 1
-                page.append(record)
             sends[0].send_nowait(page)
             return
         groups: list[list[SourceRecord]] = [[] for _ in range(lanes)]
-        for record, _ in records:
-            record.handle = position
-            position += 1
+        for record in page:
             groups[lane_for(record.key, lanes)].append(record)
         for send, group in zip(sends, groups, strict=True):
             if group:
@@ -281,20 +300,25 @@ class ShardReader:
     async def _lane(self, receive: ObjectReceiveStream[list[SourceRecord]], lane: int = 0) -> None:
         """One batch in flight at a time, in the lane's record order."""
         window = await self._load_window(lane)
-        carry: SourceRecord | None = None
-        pending: deque[SourceRecord] = deque()  # received from the reader, not yet batched
+        backlog = Backlog()  # received from the reader, not yet batched
+        unyielded = 0  # batches taken from the backlog since the lane last let others run
         async with receive:
             while True:
-                if carry is None:
+                if backlog and (window is None or window.current is None):
+                    unyielded += 1
+                    if unyielded >= YIELD_EVERY_BATCHES:
+                        unyielded = 0
+                        await anyio.lowlevel.checkpoint()
+                else:
+                    unyielded = 0
                     try:
-                        carry = await self._next_record(receive, pending, window, lane)
+                        if not await self._await_records(receive, backlog, window, lane):
+                            continue
                     except anyio.EndOfStream:
                         if window is not None and self.ended and not self._stopping.is_set():
                             await self._close_window(window, lane)  # windows end at shard end
                         return
-                    if carry is None:
-                        continue
-                batch, carry = await self._collect(carry, receive, pending)
+                batch = await self._collect(receive, backlog)
                 if self._stopping.is_set():
                     return
                 if window is None:
@@ -307,66 +331,66 @@ class ShardReader:
                         return
                     await self._run_batch(run, window, lane)
 
-    async def _next_record(
+    async def _await_records(
         self,
         receive: ObjectReceiveStream[list[SourceRecord]],
-        pending: deque[SourceRecord],
+        backlog: Backlog,
         window: WindowTracker | None,
         lane: int,
-    ) -> SourceRecord | None:
-        """The lane's next record; None when an open window's end came first (and it was closed)."""
+    ) -> bool:
+        """Wait for the backlog to hold a record; False when an open window's end came first
+        (and it was closed). A cancellation while waiting loses nothing (the page stays in the
+        stream)."""
         wait = (
             None if window is None else window.seconds_until_due(time.time(), WINDOW_GRACE_SECONDS)
         )
         if wait is None:
-            return await self._take(receive, pending)
+            await self._fill(receive, backlog)
+            return True
         with anyio.move_on_after(wait):
-            return await self._take(receive, pending)
+            await self._fill(receive, backlog)
+            return True
         await self._close_window(window, lane)  # type: ignore[arg-type]
-        return None
+        return False
 
     @staticmethod
-    async def _take(
-        receive: ObjectReceiveStream[list[SourceRecord]], pending: deque[SourceRecord]
-    ) -> SourceRecord:
-        """The next record, waiting for the reader's next page only when none is left; a
-        cancellation while waiting loses nothing (the page stays in the stream or in `pending`)."""
-        if pending:
+    async def _fill(receive: ObjectReceiveStream[list[SourceRecord]], backlog: Backlog) -> None:
+        if backlog:
             await anyio.lowlevel.checkpoint()
         else:
-            pending.extend(await receive.receive())
-        return pending.popleft()
+            backlog.add(await receive.receive())
 
     async def _collect(
-        self,
-        first: SourceRecord,
-        receive: ObjectReceiveStream[list[SourceRecord]],
-        pending: deque[SourceRecord],
-    ) -> tuple[list[SourceRecord], SourceRecord | None]:
-        """BatchSize, 6 MB and the batching window (from the first record) bound a batch."""
+        self, receive: ObjectReceiveStream[list[SourceRecord]], backlog: Backlog
+    ) -> list[SourceRecord]:
+        """BatchSize, 6 MB and the batching window (from the first record) bound a batch; the
+        backlog holds at least one record. A record that does not fit stays in the backlog."""
         builder = BatchBuilder(self._batch_size)
-        builder.offer(first)
         deadline = time.monotonic() + self._window
-        while not builder.full:
-            if not pending:
-                try:
-                    pending.extend(receive.receive_nowait())
-                except anyio.EndOfStream:
-                    break
-                except anyio.WouldBlock:
-                    left = deadline - time.monotonic()
-                    if left <= 0 or self._stopping.is_set():
-                        break
-                    page: list[SourceRecord] | None = None
-                    with anyio.move_on_after(left), contextlib.suppress(anyio.EndOfStream):
-                        page = await receive.receive()
-                    if page is None:
-                        break
-                    pending.extend(page)
-            record = pending.popleft()
-            if not builder.offer(record):
-                return builder.records, record
-        return builder.records, None
+        while True:
+            if backlog:
+                chunk = backlog.peek(builder.remaining)
+                taken = builder.offer_many(chunk)
+                backlog.skip(taken)
+                if taken < len(chunk) or builder.full:
+                    return builder.records
+                continue
+            try:
+                backlog.add(receive.receive_nowait())
+                continue
+            except anyio.EndOfStream:
+                return builder.records
+            except anyio.WouldBlock:
+                pass
+            left = deadline - time.monotonic()
+            if left <= 0 or self._stopping.is_set():
+                return builder.records
+            page: list[SourceRecord] | None = None
+            with anyio.move_on_after(left), contextlib.suppress(anyio.EndOfStream):
+                page = await receive.receive()
+            if page is None:
+                return builder.records
+            backlog.add(page)
 
     async def _run_batch(
         self, records: list[SourceRecord], window: WindowTracker | None = None, lane: int = 0
@@ -379,7 +403,11 @@ class ShardReader:
         )
 
     async def _settle(self, settlement: Settlement) -> None:
-        await self._finish(settlement.finished)
+        """Move the shard's checkpoint; the write is the writer's (with tumbling windows the
+        lane waits for it, so a window's state and its checkpoint are written in step)."""
+        self._mark_finished(settlement.finished)
+        if self._tumbling_seconds > 0:
+            await self._writer.flush()
 
     # ------------------------------------------------------------------ tumbling windows
 
@@ -410,21 +438,23 @@ class ShardReader:
             window.current = None
             await self._save(self._store.set_window, self._window_key(lane), None)
 
-    async def _finish(self, records: list[SourceRecord]) -> None:
+    def _mark_finished(self, records: list[SourceRecord]) -> None:
         if not records:
             return
         age = max(0.0, (time.time() - records[-1].arrival) * 1000)
         self._stats.iterator_age_ms = age
-        view = self._stats.shard(self.shard.shard_id)
-        view["iterator_age_ms"] = round(age, 1)
-        async with self._checkpoint_lock:
-            moved = self._progress.finish([int(r.handle) for r in records])
-            if moved is not None:
-                with anyio.CancelScope(shield=True):
-                    saved = await self._save(self._store.set, self.shard.shard_id, moved)
-                if saved:
-                    view["checkpoint"] = moved
+        self._view["iterator_age_ms"] = round(age, 1)
+        moved = self._progress.finish([record.handle for record in records])
+        if moved is not None:
+            self._writer.offer(moved)
         self._room.set()
+
+    async def _write_checkpoint(self, position: str) -> bool:
+        """The writer's one write; /status shows the checkpoint once it is stored."""
+        if not await self._save(self._store.set, self.shard.shard_id, position):
+            return False
+        self._view["checkpoint"] = position
+        return True
 
 
 class _WindowState:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from sluiceway.router.records import SourceRecord
 
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 """Lambda's synchronous invocation payload limit, fixed for every event source mapping."""
 _EVENT_OVERHEAD = len(b'{"Records":[]}')
+_size = attrgetter("size")
 
 
 @dataclass
@@ -33,6 +36,22 @@ class BatchBuilder:
         self.records.append(record)
         self.size += record.size + 1
         return True
+
+    def offer_many(self, records: Sequence[SourceRecord]) -> int:
+        """Add as many of `records` as fit, in order; returns how many (the next one completes
+        the batch without it). All at once when they fit, as most batches do."""
+        chunk = records[: self.remaining] if len(records) > self.remaining else records
+        size = sum(map(_size, chunk)) + len(chunk)
+        if chunk and self.size + size <= self.max_bytes:
+            self.records.extend(chunk)
+            self.size += size
+            return len(chunk)
+        taken = 0
+        for record in chunk:
+            if not self.offer(record):
+                break
+            taken += 1
+        return taken
 
     @property
     def full(self) -> bool:
