@@ -52,6 +52,8 @@ MAX_RECEIVES = 3
 """... and moves to its DLQ on its third failed receive."""
 STREAM_SHARDS = 2
 REPORT_SECONDS = 10.0
+SEND_SECONDS = 10.0
+"""One send, shielded from a stop, gives up after this long (an emulator that stopped answering)."""
 SERVICE_NAME = "sluiceway-producer"
 """OTEL_SERVICE_NAME unless the environment sets one, so its spans never pass for the service's."""
 _ENDPOINT_SERVICES = {
@@ -406,13 +408,16 @@ class _Sender:
             f"send {ref.name}", kind=SpanKind.PRODUCER, attributes=attributes
         ) as current:
             try:
-                client = await self.clients.client(ref.kind, ref.region)
-                if ref.kind == "sqs":
-                    await self._sqs(client, i, current)
-                elif ref.kind == "kinesis":
-                    await self._kinesis(client, i, current)
-                else:
-                    await self._dynamodb(client, i, current)
+                # A stop never cuts a send between the service accepting it and the tally
+                # counting it (the service would then see an event the tally lacks).
+                with anyio.CancelScope(shield=True), anyio.fail_after(SEND_SECONDS):
+                    client = await self.clients.client(ref.kind, ref.region)
+                    if ref.kind == "sqs":
+                        await self._sqs(client, i, current)
+                    elif ref.kind == "kinesis":
+                        await self._kinesis(client, i, current)
+                    else:
+                        await self._dynamodb(client, i, current)
             except Exception as exc:  # the emulator restarting, a deleted source: keep going
                 self.target.errors += 1
                 self.target.last_error = error_code(exc)
