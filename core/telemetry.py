@@ -272,12 +272,6 @@ def destination_span(
     )
 
 
-def annotate_invocation(request_id: str) -> None:
-    """Called by invokers once the request id exists (the span is the current invocation's)."""
-    if _state.tracer is not None:
-        trace.get_current_span().set_attribute("faas.invocation_id", request_id)
-
-
 def record_error(current: Span, error_type: str, message: str = "") -> None:
     """Mark a span failed the way the conventions ask (error.type + ERROR status)."""
     if not current.is_recording():

@@ -20,7 +20,6 @@ import anyio
 import orjson
 from sluiceway.core import function_logs
 from sluiceway.core.stats import MappingStats
-from sluiceway.core.telemetry import annotate_invocation
 from sluiceway.handlers.context import LambdaContext, new_log_stream_name, new_request_id
 from sluiceway.handlers.environments import CallTimedOut, Environment, ThreadEnvironments
 from sluiceway.handlers.event_copy import handler_copy
@@ -180,7 +179,6 @@ class PythonInvoker(Invoker):
         and prints is tagged with them (core/function_logs.py)."""
         options = current_options()
         request_id = (options.request_id if options else None) or new_request_id()
-        annotate_invocation(request_id)
         with function_logs.Invocation(request_id, self.function_name):
             result = await self._invoke(event, request_id, options)
         return with_request_id(result, request_id)

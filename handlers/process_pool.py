@@ -33,7 +33,6 @@ import anyio.to_thread
 import orjson
 from sluiceway.core import function_logs
 from sluiceway.core.errors import SluicewayError
-from sluiceway.core.telemetry import annotate_invocation
 from sluiceway.handlers.invoker import EXIT_ERROR, TIMED_OUT, Invoker
 from sluiceway.handlers.loader import HandlerLoadError, code_root
 from sluiceway.handlers.results import FunctionError, InvocationResult, Returned, with_request_id
@@ -251,7 +250,6 @@ class ProcessPoolInvoker(Invoker):
     ) -> tuple[InvocationResult, bool]:
         remaining = self.function_timeout - (time.monotonic() - started)
         request_id = str(uuid.uuid4())
-        annotate_invocation(request_id)
         result, keep = await self._exchange(
             worker, (request_id, remaining, orjson.dumps(event)), started
         )

@@ -521,7 +521,7 @@ class BatchRunner:
             if require_state and isinstance(result, Returned) and not _has_state(result.payload):
                 outcome = BatchFailed("the response has no state (a tumbling window needs one)")
             self._count(outcome, len(records))
-            tracing.annotate_outcome(current, outcome, len(records))
+            tracing.annotate_outcome(current, outcome, len(records), _request_id(result))
             if isinstance(outcome, BatchFailed):
                 self._log_failure(outcome, result, len(records))
         return outcome, result

@@ -298,12 +298,17 @@ def invoke_failure_type(failure: InvokeFailure) -> str:
     return "Throttled" if failure.throttled else "InvokeFailure"
 
 
-def annotate_outcome(current: Span, outcome: Outcome, size: int) -> None:
-    """Mark the batch span with what the response meant for the batch: the outcome in
-    `sluiceway.outcome`, and for a failed batch `error.type` = the function's error type."""
+def annotate_outcome(current: Span, outcome: Outcome, size: int, request_id: str = "") -> None:
+    """Mark the batch span with the invocation's request id (`faas.invocation_id`, whatever the
+    target) and what the response meant for the batch: the outcome in `sluiceway.outcome`, and
+    for a failed batch `error.type` = the function's error type. One call for both: each
+    attribute call takes the span's lock and cleans its values."""
     if not current.is_recording():
         return
-    current.set_attribute("sluiceway.outcome", type(outcome).__name__)
+    attributes = {"sluiceway.outcome": type(outcome).__name__}
+    if request_id:
+        attributes["faas.invocation_id"] = request_id
+    current.set_attributes(attributes)
     if isinstance(outcome, PartialFailure):
         current.set_attribute("sluiceway.failed_count", len(outcome.failed_ids))
     elif isinstance(outcome, BatchFailed):
