@@ -18,6 +18,7 @@ from sluiceway.app.startup import aws_services, describe_checkpoints, log_mappin
 from sluiceway.config.functions import FunctionConfig
 from sluiceway.config.mapping import Isolation, MappingConfig
 from sluiceway.config.settings import Settings
+from sluiceway.core import heap
 from sluiceway.core.aws import AwsClients
 from sluiceway.core.aws_retry import error_code
 from sluiceway.core.errors import SluicewayError
@@ -333,6 +334,7 @@ class Service:
                 self.ticker = self._ticker(clients)
                 if self.ticker is not None:
                     tg.start_soon(self.ticker.run)
+                heap.settle()  # start-up's objects are built: never walk them again
                 task_status.started()
                 await self._stop_requested.wait()
                 for poller in self.pollers.values():
