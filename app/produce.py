@@ -53,7 +53,7 @@ MAX_RECEIVES = 3
 STREAM_SHARDS = 2
 REPORT_SECONDS = 10.0
 SEND_SECONDS = 10.0
-"""One send, shielded from a stop, gives up after this long (an emulator that stopped answering)."""
+"""One send gives up after this long (an emulator that stopped answering); a stop waits for it."""
 SERVICE_NAME = "sluiceway-producer"
 """OTEL_SERVICE_NAME unless the environment sets one, so its spans never pass for the service's."""
 _ENDPOINT_SERVICES = {
@@ -330,25 +330,37 @@ async def _send_until_stopped(
 ) -> None:
     run_id = uuid.uuid4().hex[:8]  # FIFO deduplication ids stay unique across restarts
     _say(out, f"sending {options.rate:g} events a second to each of {len(targets)} sources")
+    stopping = anyio.Event()
     async with anyio.create_task_group() as tg:
-        tg.start_soon(_stop_on_signal, tg.cancel_scope)
+        tg.start_soon(_stop_on_signal, stopping)
         if options.duration is not None:
-            tg.cancel_scope.deadline = anyio.current_time() + options.duration
-        for target in targets:
-            sender = _Sender(target, clients, tracer, run_id)
-            tg.start_soon(_paced, sender, options.rate)
+            tg.start_soon(_stop_after, stopping, options.duration)
         if (options.create or options.create_only) and options.withhold_destinations:
             tg.start_soon(_late_destinations, targets, clients, region, options, out)
         tg.start_soon(_report, targets, options.report_seconds, out)
+        # A stop lets the sends in flight finish: an event the service accepted is in the tally.
+        async with anyio.create_task_group() as senders:
+            for target in targets:
+                senders.start_soon(
+                    _paced, _Sender(target, clients, tracer, run_id), options.rate, stopping
+                )
+        tg.cancel_scope.cancel()
     for target in targets:
         _say(out, "total " + target.line())
 
 
-async def _stop_on_signal(scope: anyio.CancelScope) -> None:
+async def _stop_on_signal(stopping: anyio.Event) -> None:
+    """The first SIGTERM or SIGINT stops sending; a second one, with the default handler back,
+    ends the process at once."""
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for _ in signals:
-            scope.cancel()
+            stopping.set()
             return
+
+
+async def _stop_after(stopping: anyio.Event, seconds: float) -> None:
+    await anyio.sleep(seconds)
+    stopping.set()
 
 
 async def _late_destinations(
@@ -374,14 +386,17 @@ async def _report(targets: list[Target], every: float, out: TextIO) -> None:
             _say(out, target.line())
 
 
-async def _paced(sender: _Sender, rate: float) -> None:
-    """Send `rate` events a second, evenly spaced, without drifting."""
+async def _paced(sender: _Sender, rate: float, stopping: anyio.Event) -> None:
+    """Send `rate` events a second, evenly spaced, without drifting, until stopping."""
     started = time.monotonic()
     i = 0
-    while True:
+    while not stopping.is_set():
         delay = started + i / rate - time.monotonic()
         if delay > 0:
-            await anyio.sleep(delay)
+            with anyio.move_on_after(delay):
+                await stopping.wait()
+            if stopping.is_set():
+                return
         await sender.send(i)
         i += 1
 
@@ -408,9 +423,7 @@ class _Sender:
             f"send {ref.name}", kind=SpanKind.PRODUCER, attributes=attributes
         ) as current:
             try:
-                # A stop never cuts a send between the service accepting it and the tally
-                # counting it (the service would then see an event the tally lacks).
-                with anyio.CancelScope(shield=True), anyio.fail_after(SEND_SECONDS):
+                with anyio.fail_after(SEND_SECONDS):
                     client = await self.clients.client(ref.kind, ref.region)
                     if ref.kind == "sqs":
                         await self._sqs(client, i, current)
