@@ -27,7 +27,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
-from sluiceway.core.histograms import Buckets, Histogram, Histograms
+from sluiceway.core.histograms import Histogram, Histograms
 from sluiceway.core.secrets import known_secrets
 from sluiceway.core.stats import MappingStats, Registry
 
@@ -201,7 +201,6 @@ class Metrics:
             description="Time from acceptance to the latest invocation of an event (AsyncEventAge)",
         )
         self._attrs: dict[str, dict[str, str]] = {}
-        self._own: dict[str, tuple[Buckets, Buckets]] = {}
         self._histograms: tuple[Histogram, Histogram] | None = None
         if self._prom_registry is not None and not readers:
             # Prometheus alone reads them: count in place (core/histograms.py).
@@ -254,14 +253,9 @@ class Metrics:
 
     def record_invocation(self, stats: MappingStats, duration: float, size: int) -> None:
         if self._histograms is not None:
-            own = self._own.get(stats.mapping)
-            if own is None:
-                own = self._own[stats.mapping] = (
-                    self._histograms[0].buckets(stats.mapping, stats.kind),
-                    self._histograms[1].buckets(stats.mapping, stats.kind),
-                )
-            own[0].record(duration)
-            own[1].record(size)
+            durations, sizes = self._histograms
+            durations.buckets(stats.mapping, stats.kind).record(duration)
+            sizes.buckets(stats.mapping, stats.kind).record(size)
             return
         attrs = self._attrs.get(stats.mapping)
         if attrs is None:

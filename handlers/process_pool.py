@@ -23,7 +23,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
@@ -33,6 +32,7 @@ import anyio.to_thread
 import orjson
 from sluiceway.core import function_logs
 from sluiceway.core.errors import SluicewayError
+from sluiceway.handlers.context import new_request_id
 from sluiceway.handlers.invoker import EXIT_ERROR, TIMED_OUT, Invoker
 from sluiceway.handlers.loader import HandlerLoadError, code_root
 from sluiceway.handlers.results import FunctionError, InvocationResult, Returned, with_request_id
@@ -249,7 +249,7 @@ class ProcessPoolInvoker(Invoker):
         self, worker: Worker, event: dict[str, Any], started: float
     ) -> tuple[InvocationResult, bool]:
         remaining = self.function_timeout - (time.monotonic() - started)
-        request_id = str(uuid.uuid4())
+        request_id = new_request_id()
         result, keep = await self._exchange(
             worker, (request_id, remaining, orjson.dumps(event)), started
         )

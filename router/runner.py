@@ -207,10 +207,7 @@ class BatchRunner:
                 await self._retry_in_place(kept, settle, origin, stopping, window)
             return
         kept, filtered = self.apply_filter(records)
-        function = self._function() if kept else None
-        with tracing.batch_span(
-            records, self.stats.mapping, self.stats.kind, function, self._coldstart(bool(kept))
-        ):
+        with self._batch_span(records, invoking=bool(kept)):
             if kept:
                 await self._run_once(kept, filtered, settle, origin, stopping)
             else:
@@ -219,12 +216,15 @@ class BatchRunner:
     def _function(self) -> str:
         return self.invoker.function_name or self.stats.mapping
 
-    def _coldstart(self, invoking: bool) -> bool:
-        """Whether this is the mapping's first invocation (once true, never again)."""
+    def _batch_span(self, records: list[SourceRecord], *, invoking: bool) -> tracing.batch_span:
+        """The batch's span; when the batch invokes the function, also its invocation's (with
+        `faas.coldstart` true on the mapping's first invocation only)."""
         if not invoking:
-            return False
+            return tracing.batch_span(records, self.stats.mapping, self.stats.kind)
         coldstart, self._invoked_before = not self._invoked_before, True
-        return coldstart
+        return tracing.batch_span(
+            records, self.stats.mapping, self.stats.kind, self._function(), coldstart
+        )
 
     def apply_filter(
         self, records: list[SourceRecord]
@@ -498,11 +498,7 @@ class BatchRunner:
         stats.invoked += len(records)
         stats.invocations += 1
         # One span per invocation: the SQS runner's batch span (already open), or this one.
-        nested = tracing.in_batch()
-        function = None if nested else self._function()
-        with tracing.batch_span(
-            records, stats.mapping, stats.kind, function, not nested and self._coldstart(True)
-        ) as current:
+        with self._batch_span(records, invoking=not tracing.in_batch()) as current:
             stats.in_flight += 1
             started = time.monotonic()
             try:

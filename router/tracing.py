@@ -146,9 +146,8 @@ def _static_attributes(arn: str, kind: str, mapping: str, function: str) -> dict
         }
         if arn:
             found["cloud.resource_id"] = arn
-        if mapping:
-            found["messaging.operation"] = "process"
-            found["sluiceway.mapping"] = mapping
+        found["messaging.operation"] = "process"
+        found["sluiceway.mapping"] = mapping
         if function:
             found["faas.name"] = function
         _STATIC[key] = found
@@ -172,7 +171,7 @@ class batch_span:
 
     It is also the function's invocation span (one span per invocation, the conventions' FaaS
     span for a messaging trigger): `function` adds `faas.name` and `faas.coldstart`, and the
-    invoker adds `faas.invocation_id`. The handler's own spans nest under it, threads included.
+    router adds `faas.invocation_id` from the result (`annotate_outcome`). The handler's own spans nest under it, threads included.
     Nested uses (the SQS runner opened it around invoking and settling) reuse the open one.
     A class, not a generator: it runs for every batch.
     """
