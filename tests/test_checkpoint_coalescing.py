@@ -19,8 +19,15 @@ from sluiceway.pollers.checkpoints_dynamodb import DynamoCheckpoints
 from sluiceway.pollers.checkpoints_sqlite import SqliteCheckpoints
 
 from tests.support import recording
+from tests.support.crash_handlers import handled_numbers
 from tests.support.sqs import eventually, running, settings_for, unique
-from tests.support.streams import aws_client, make_stream, put, stream_mapping
+from tests.support.streams import (
+    aws_client,
+    make_stream,
+    put,
+    stored_checkpoint,
+    stream_mapping,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -94,20 +101,7 @@ async def test_dynamodb_writes_fewer_checkpoints_than_batches_and_releases_with_
     assert lease.checkpoint == sequences[-1] and lease.owner is None
 
 
-def _handled(out: Path) -> list[int]:
-    numbers: list[int] = []
-    for path in sorted(out.glob("*.jsonl")):
-        numbers += [json.loads(line)["n"] for line in path.read_text().splitlines() if line]
-    return numbers
-
-
-def _checkpoint(db: Path) -> str | None:
-    with sqlite3.connect(db) as conn:
-        row = conn.execute("SELECT checkpoint FROM checkpoints").fetchone()
-    return None if row is None else str(row[0])
-
-
-async def test_after_a_kill_the_restart_resumes_exactly_after_the_stored_checkpoint(
+async def test_after_a_kill_the_restart_resumes_exactly_after_the_storedstored_checkpoint(
     moto_url: str, tmp_path: Path
 ) -> None:
     db = tmp_path / "sluiceway.db"
@@ -147,16 +141,18 @@ async def test_after_a_kill_the_restart_resumes_exactly_after_the_stored_checkpo
                 )
             try:
                 if attempt == 0:
-                    await eventually(lambda out=out: len(_handled(out)) >= total // 2, timeout=60)
+                    await eventually(
+                        lambda out=out: len(handled_numbers(out)) >= total // 2, timeout=60
+                    )
                 else:  # the rest, to its end and checkpointed
-                    await eventually(lambda: _checkpoint(db) == sequences[-1], timeout=60)
+                    await eventually(lambda: stored_checkpoint(db) == sequences[-1], timeout=60)
             finally:
                 process.kill()  # kill -9: no flush, no goodbye
                 with anyio.fail_after(10):
                     await process.wait()
             if attempt == 0:
-                stored = _checkpoint(db)
-    first, second = _handled(runs[0]), _handled(runs[1])
+                stored = stored_checkpoint(db)
+    first, second = handled_numbers(runs[0]), handled_numbers(runs[1])
     assert stored is not None
     resume_at = sequences.index(stored) + 1
     assert first[:resume_at] == list(range(resume_at))  # one shard: read order

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -25,8 +24,15 @@ from sluiceway.pollers.checkpoints_sqlite import CheckpointStoreLost, SqliteChec
 from sluiceway.pollers.lanes import lane_for
 
 from tests.support import recording
+from tests.support.crash_handlers import handled_numbers
 from tests.support.sqs import eventually, settings_for
-from tests.support.streams import aws_client, make_stream, put, stream_mapping
+from tests.support.streams import (
+    aws_client,
+    make_stream,
+    put,
+    stored_checkpoint,
+    stream_mapping,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SLUICEWAY = [sys.executable, "-m", "sluiceway.app"]
@@ -66,19 +72,6 @@ def _readyz(port: int) -> tuple[int, Any] | None:
         return None
 
 
-def _handled(out: Path) -> list[int]:
-    numbers = []
-    for path in out.glob("*.jsonl"):
-        numbers += [json.loads(line)["n"] for line in path.read_text().splitlines() if line]
-    return numbers
-
-
-def _checkpoint(db: Path) -> str | None:
-    with sqlite3.connect(db) as conn:
-        row = conn.execute("SELECT checkpoint FROM checkpoints").fetchone()
-    return None if row is None else str(row[0])
-
-
 @pytest.mark.anyio
 async def test_a_removed_store_stops_the_service_before_any_checkpoint_goes_into_the_void(
     moto_url: str, tmp_path: Path
@@ -106,9 +99,9 @@ async def test_a_removed_store_stops_the_service_before_any_checkpoint_goes_into
         try:
             first = [(f"k{n % 4}", json.dumps({"k": f"k{n % 4}", "n": n})) for n in range(8)]
             sequences = await put(kinesis, arn, first)
-            await eventually(lambda: sorted(_handled(out)) == list(range(8)), timeout=60)
-            await eventually(lambda: _checkpoint(db) == sequences[-1], timeout=30)
-            saved = _checkpoint(db)
+            await eventually(lambda: sorted(handled_numbers(out)) == list(range(8)), timeout=60)
+            await eventually(lambda: stored_checkpoint(db) == sequences[-1], timeout=30)
+            saved = stored_checkpoint(db)
             # Keep the removed inodes (file and write-ahead log) to look inside afterwards.
             kept = {name: os.open(store_dir / name, os.O_RDONLY) for name in ("sluiceway.db",)}
             if (store_dir / "sluiceway.db-wal").exists():
@@ -132,14 +125,14 @@ async def test_a_removed_store_stops_the_service_before_any_checkpoint_goes_into
     assert last.startswith(f"sluiceway: {message}"), last  # the closing line names it once more
     assert any(line for line in output.splitlines() if "ERROR" in line and message in line)
     # Records after the removal were handled (at least once), none was checkpointed anywhere.
-    assert set(_handled(out)) > set(range(8))
+    assert set(handled_numbers(out)) > set(range(8))
     assert not db.exists()
     void = tmp_path / "void"
     void.mkdir()
     for name, fd in kept.items():
         shutil.copyfile(f"/proc/self/fd/{fd}", void / name)
         os.close(fd)
-    assert _checkpoint(void / "sluiceway.db") == saved
+    assert stored_checkpoint(void / "sluiceway.db") == saved
 
 
 def _run_cli(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -184,7 +177,7 @@ def test_a_store_in_a_path_that_cannot_be_a_directory_is_one_line(
     assert "SLUICEWAY_CHECKPOINTS__PATH" in line
 
 
-def test_a_read_only_store_fails_at_start_not_at_its_first_checkpoint(
+def test_a_read_only_store_fails_at_start_not_at_its_firststored_checkpoint(
     moto_url: str, tmp_path: Path
 ) -> None:
     """A read-only file in WAL mode opens fine and used to fail only at the first checkpoint,

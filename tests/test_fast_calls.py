@@ -261,6 +261,21 @@ async def test_kinesis_errors_retry_and_raise_as_the_client(
         assert (ours[2] == 1) == (code == "ExpiredIteratorException")  # the others are retried
 
 
+async def _after_one_500(proxy: FaultProxy, call: Callable[[], Awaitable[dict[str, Any]]]) -> Any:
+    """`call` while the proxy answers 500 until it has answered one so, then passes through."""
+    proxy.rates = FaultRates(error_500=1.0)
+
+    async def heal() -> None:
+        while proxy.counts["error_500"] < 1:  # noqa: ASYNC110
+            await anyio.sleep(0.005)
+        proxy.rates = FaultRates()
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(heal)
+            return await call()
+
+
 async def test_a_5xx_then_an_answer_is_retried_to_success(
     kinesalite: str, monkeypatch: pytest.MonkeyPatch, one_shard: Any
 ) -> None:
@@ -268,17 +283,9 @@ async def test_a_5xx_then_an_answer_is_retried_to_success(
         arn = await one_shard(kinesis)
         iterator = await _iterator(kinesis, arn)
         await fast.call("GetRecords", {"ShardIterator": iterator})
-        proxy.rates = FaultRates(error_500=1.0)
-
-        async def heal() -> None:
-            while proxy.counts["error_500"] < 1:  # noqa: ASYNC110
-                await anyio.sleep(0.005)
-            proxy.rates = FaultRates()
-
-        with anyio.fail_after(30):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(heal)
-                page = await fast.call("GetRecords", {"ShardIterator": iterator})
+        page = await _after_one_500(
+            proxy, lambda: fast.call("GetRecords", {"ShardIterator": iterator})
+        )
         assert page["ResponseMetadata"]["RetryAttempts"] == 1
         assert page["Records"] == []
 
@@ -293,17 +300,9 @@ async def test_a_5xx_then_an_answer_in_the_wire_form(
         iterator = await _iterator(kinesis, arn)
         if recorded:
             await fast.call("GetRecords", {"ShardIterator": iterator, "Limit": 1})
-        proxy.rates = FaultRates(error_500=1.0)
-
-        async def heal() -> None:
-            while proxy.counts["error_500"] < 1:  # noqa: ASYNC110
-                await anyio.sleep(0.005)
-            proxy.rates = FaultRates()
-
-        with anyio.fail_after(30):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(heal)
-                page = await fast.call("GetRecords", {"ShardIterator": iterator}, wire=True)
+        page = await _after_one_500(
+            proxy, lambda: fast.call("GetRecords", {"ShardIterator": iterator}, wire=True)
+        )
         assert fast.direct("GetRecords")
         assert page["ResponseMetadata"]["RetryAttempts"] == 1
         assert [r["Data"] for r in page["Records"]] == [base64.b64encode(b"one").decode()]

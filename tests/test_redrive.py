@@ -17,6 +17,7 @@ from sluiceway.app.redrive import RedriveError, RedriveOptions, Tally, redrive
 from sluiceway.router.failure_record import mapping_uuid
 
 from tests.support import failures, recording
+from tests.support.crash_handlers import handled_numbers
 from tests.support.sqs import (
     count_messages,
     drain,
@@ -246,16 +247,8 @@ async def test_stream_failures_in_a_queue_are_read_back_and_invoked_in_order(
         assert "re-invoked 4, failed again 0, expired 3, skipped 1 (not this stream's)" in output
         assert f"{sequences[2]}..{sequences[3]}: re-invoked 2 records from the stream" in output
         left = await drain(sqs, queue)
-    assert _handled(tmp_path) == [2, 3, 6, 7]
+    assert handled_numbers(tmp_path) == [2, 3, 6, 7]
     assert sorted(m["Body"] for m in left) == sorted([json.dumps(gone), "not a failure record"])
-
-
-def _handled(out: Path) -> list[int]:
-    return [
-        json.loads(line)["n"]
-        for path in out.glob("*.jsonl")
-        for line in path.read_text().splitlines()
-    ]
 
 
 async def test_stream_failures_in_s3_are_invoked_with_lambdas_event_and_deleted() -> None:

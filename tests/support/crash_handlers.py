@@ -13,6 +13,7 @@ import json
 import os
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 _OUT = os.environ.get("REPLICA_TEST_OUT_DIR", "")
@@ -61,3 +62,13 @@ def handle(event: dict[str, Any], context: Any) -> None:
     _append(f"{pid}.jsonl", [json.dumps({**e, "batch": batch}) for e in entries])
     time.sleep(float(os.environ.get("REPLICA_TEST_BATCH_SLEEP", "0.02")))
     _append(f"{pid}.batches", [json.dumps({"batch": batch, "t1": time.time()})])
+
+
+def handled_numbers(out: Path) -> list[int]:
+    """Every record's number that `handle` wrote into `out`, in every process's file."""
+    return [
+        json.loads(line)["n"]
+        for path in sorted(out.glob("*.jsonl"))
+        for line in path.read_text().splitlines()
+        if line
+    ]

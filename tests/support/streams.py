@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -63,3 +65,10 @@ async def make_table(dynamodb: Any, name: str, view: str = "NEW_AND_OLD_IMAGES")
 def stream_mapping(source: str, handler: str = "record_stream", **fields: Any) -> dict[str, Any]:
     fields.setdefault("starting_position", "TRIM_HORIZON")
     return {"source": source, "handler": f"tests.support.recording:{handler}", **fields}
+
+
+def stored_checkpoint(db: Path) -> str | None:
+    """The one checkpoint a single-shard test left in a SQLite checkpoint file."""
+    with sqlite3.connect(db) as conn:
+        row = conn.execute("SELECT checkpoint FROM checkpoints").fetchone()
+    return None if row is None else str(row[0])
