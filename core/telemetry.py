@@ -23,13 +23,16 @@ import os
 import time
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanContext, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from sluiceway.core.logs import redact_text
+
+if TYPE_CHECKING:
+    from sluiceway.core.fast_spans import FastSpanFactory
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,7 @@ class _State:
     tracer: trace.Tracer | None = None
     per_record: bool = False
     provider: Any = None
+    fast: FastSpanFactory | None = None
 
 
 _state = _State()
@@ -71,6 +75,18 @@ def use_tracer_provider(provider: Any | None, *, per_record: bool = False) -> No
     _state.provider = provider
     _state.tracer = provider.get_tracer(_TRACER_NAME) if provider is not None else None
     _state.per_record = per_record
+    _state.fast = None
+    if _state.tracer is not None:
+        from sluiceway.core.fast_spans import FastSpanFactory, sdk_tracer
+
+        sdk = sdk_tracer(_state.tracer)
+        if sdk is not None:
+            _state.fast = FastSpanFactory(sdk)
+
+
+def fast_spans() -> FastSpanFactory | None:
+    """The per-batch path's span factory (`core.fast_spans`), when the tracer is the SDK's."""
+    return _state.fast
 
 
 def _attrs(attributes: Mapping[str, Any] | None, extra: Mapping[str, Any]) -> dict[str, Any]:

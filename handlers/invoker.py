@@ -314,6 +314,8 @@ def marshal_response(value: Any, duration: float = 0.0) -> Returned | FunctionEr
     Serialised like Lambda's runtime (Decimal as a JSON number, bytes passed through as-is);
     the size limit applies to the compact UTF-8 encoding.
     """
+    if value is None:  # most handlers return nothing: no round trip needed
+        return Returned(None, duration)
     if isinstance(value, bytes | bytearray | memoryview):
         raw = bytes(value)
     else:

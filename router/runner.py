@@ -198,8 +198,8 @@ class BatchRunner:
         its deletes included, is one span; a stream batch that is retried (possibly for ever)
         gets a span per invocation, so every attempt is exported as it ends.
         """
-        stopping = stopping or anyio.Event()
         if self.failures.retry_in_place:
+            stopping = stopping or anyio.Event()
             kept, filtered = self.apply_filter(records)
             if filtered:
                 await settle(Settlement(finished=filtered))
@@ -207,9 +207,9 @@ class BatchRunner:
                 await self._retry_in_place(kept, settle, origin, stopping, window)
             return
         kept, filtered = self.apply_filter(records)
-        with self._batch_span(records, invoking=bool(kept)):
+        with self._batch_span(records, invoking=bool(kept)) as current:
             if kept:
-                await self._run_once(kept, filtered, settle, origin, stopping)
+                await self._run_once(kept, filtered, settle, origin, stopping, current)
             else:
                 await settle(Settlement(finished=filtered))
 
@@ -248,9 +248,10 @@ class BatchRunner:
         filtered: list[SourceRecord],
         settle: Settle,
         origin: BatchOrigin,
-        stopping: anyio.Event,
+        stopping: anyio.Event | None,
+        current: Span,
     ) -> None:
-        outcome, result = await self.invoke(records)
+        outcome, result = await self.invoke(records, span=current)
         settlement = Settlement(finished=list(filtered), outcome=outcome)
         settlement.request_id = _request_id(result)
         if isinstance(outcome, BatchSucceeded):
@@ -263,7 +264,9 @@ class BatchRunner:
             settlement.failed = records
         exhausted = [r for r in settlement.failed if self.failures.receives_exhausted(r)]
         if exhausted:
-            sent = await self._divert(exhausted, outcome, origin, settlement.request_id, stopping)
+            sent = await self._divert(
+                exhausted, outcome, origin, settlement.request_id, stopping or anyio.Event()
+            )
             gone = {id(r) for r in sent}
             settlement.finished += sent
             settlement.failed = [r for r in settlement.failed if id(r) not in gone]
@@ -488,17 +491,26 @@ class BatchRunner:
         extra: dict[str, Any] | None = None,
         *,
         require_state: bool = False,
+        span: Span | None = None,
     ) -> tuple[Outcome, InvocationResult]:
         """Invoke the handler with `records`, apply AWS's response rules, and return the outcome
         with the raw result (its request id; a tumbling window's `state` is in it).
 
         `require_state`: a returned response without `state` is a failed invocation, as in AWS.
+        `span`: the batch span already open around this invocation (SQS), else it opens one.
         """
         stats = self.stats
         stats.invoked += len(records)
         stats.invocations += 1
         # One span per invocation: the SQS runner's batch span (already open), or this one.
-        with self._batch_span(records, invoking=not tracing.in_batch()) as current:
+        if span is None and tracing.in_batch():
+            span = tracing.current_span()
+        opened = (
+            contextlib.nullcontext(span)
+            if span is not None
+            else self._batch_span(records, invoking=True)
+        )
+        with opened as current:
             stats.in_flight += 1
             started = time.monotonic()
             try:

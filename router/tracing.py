@@ -12,8 +12,9 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Link, Span, SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from sluiceway.core import logs
 from sluiceway.core.telemetry import (
@@ -22,6 +23,7 @@ from sluiceway.core.telemetry import (
     NOOP_SPAN,
     PollTrace,
     current_span,
+    fast_spans,
     per_record,
     record_error,
     record_exception,
@@ -129,28 +131,45 @@ def receive_links(records: Sequence[SourceRecord]) -> list[Link]:
     ]
 
 
-_STATIC: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+def batch_links(records: Sequence[SourceRecord]) -> list[Link]:
+    """A process span's links: the receive span(s) that read its records, then each producer."""
+    links = receive_links(records)
+    links.extend(links_from_records(records))
+    return links
 
 
-def _static_attributes(arn: str, kind: str, mapping: str, function: str) -> dict[str, Any]:
-    """What every batch span of one source, mapping and function shares, built once."""
-    key = (arn, kind, mapping, function)
-    found = _STATIC.get(key)
-    if found is None:
-        if len(_STATIC) > 4096:  # mappings come and go in tests; never let it grow unbounded
-            _STATIC.clear()
-        found = {
+class _Static:
+    """What every batch span of one source, mapping and function shares, built once per
+    (source, mapping, function): its name and its constant attributes."""
+
+    __slots__ = ("attributes", "name")
+
+    def __init__(self, arn: str, kind: str, mapping: str, function: str) -> None:
+        attributes: dict[str, Any] = {
             "messaging.system": MESSAGING_SYSTEM.get(kind, kind),
             "messaging.destination.name": source_name(arn),
             "faas.trigger": FAAS_TRIGGER.get(kind, "other"),
         }
         if arn:
-            found["cloud.resource_id"] = arn
-        found["messaging.operation"] = "process"
-        found["sluiceway.mapping"] = mapping
+            attributes["cloud.resource_id"] = arn
+        attributes["messaging.operation"] = "process"
+        attributes["sluiceway.mapping"] = mapping
         if function:
-            found["faas.name"] = function
-        _STATIC[key] = found
+            attributes["faas.name"] = function
+        self.attributes = attributes
+        self.name = f"{attributes['messaging.destination.name']} process"
+
+
+_STATIC: dict[tuple[str, str, str, str], _Static] = {}
+
+
+def _static(arn: str, kind: str, mapping: str, function: str) -> _Static:
+    key = (arn, kind, mapping, function)
+    found = _STATIC.get(key)
+    if found is None:
+        if len(_STATIC) > 4096:  # mappings come and go in tests; never let it grow unbounded
+            _STATIC.clear()
+        found = _STATIC[key] = _Static(arn, kind, mapping, function)
     return found
 
 
@@ -171,20 +190,24 @@ class batch_span:
 
     It is also the function's invocation span (one span per invocation, the conventions' FaaS
     span for a messaging trigger): `function` adds `faas.name` and `faas.coldstart`, and the
-    router adds `faas.invocation_id` from the result (`annotate_outcome`). The handler's own spans nest under it, threads included.
-    Nested uses (the SQS runner opened it around invoking and settling) reuse the open one.
-    A class, not a generator: it runs for every batch.
+    router adds `faas.invocation_id` from the result (`annotate_outcome`). The handler's own
+    spans nest under it, threads included. Nested uses reuse the open one.
+
+    A class, not a generator, and the span is made current with `attach`/`detach` rather than
+    `trace.use_span`: it runs for every batch. An exception leaving it is recorded on the span
+    and sets its status, as `use_span` does.
     """
 
     __slots__ = (
         "_bound",
         "_coldstart",
+        "_context_token",
         "_function",
         "_kind",
         "_mapping",
         "_records",
+        "_span",
         "_token",
-        "_use",
     )
 
     def __init__(
@@ -201,7 +224,7 @@ class batch_span:
         self._function = function
         self._coldstart = coldstart
         self._token: contextvars.Token[bool] | None = None
-        self._use: contextlib.AbstractContextManager[Span] | None = None
+        self._span: Span | None = None
 
     def __enter__(self) -> Span:
         if _in_batch.get():
@@ -215,42 +238,65 @@ class batch_span:
         records = self._records
         arn = str(records[0].event.get("eventSourceARN", "")) if records else ""
         function = self._function or ""
-        attributes = {
-            **_static_attributes(arn, self._kind, self._mapping, function),
-            "messaging.batch.message_count": len(records),
-            "sluiceway.batch_id": batch_id,
-        }
+        static = _static(arn, self._kind, self._mapping, function)
+        attributes = static.attributes.copy()
+        attributes["messaging.batch.message_count"] = len(records)
+        attributes["sluiceway.batch_id"] = batch_id
         if function:
             attributes["faas.coldstart"] = self._coldstart
-        links = [*receive_links(records), *links_from_records(records)]
-        started = active.start_span(
-            f"{attributes['messaging.destination.name']} process",
-            kind=SpanKind.CONSUMER,
-            links=links,
-            attributes=attributes,
-        )
-        self._use = trace.use_span(started, end_on_exit=True)
-        return self._use.__enter__()
+        fast = fast_spans()
+        if fast is not None:
+            started = fast.start(
+                static.name, kind=SpanKind.CONSUMER, attributes=attributes, links=batch_links(records)
+            )
+        else:
+            started = active.start_span(
+                static.name,
+                kind=SpanKind.CONSUMER,
+                links=batch_links(records),
+                attributes=attributes,
+            )
+        self._span = started
+        self._context_token = otel_context.attach(trace.set_span_in_context(started))
+        return started
 
-    def __exit__(self, *exc_info: Any) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
         if self._token is None:
             return
         try:
-            if self._use is not None:
-                self._use.__exit__(*exc_info)
+            started = self._span
+            if started is not None:
+                otel_context.detach(self._context_token)
+                if isinstance(exc, Exception) and started.is_recording():
+                    started.record_exception(exc)
+                    started.set_status(
+                        Status(StatusCode.ERROR, description=f"{type(exc).__name__}: {exc}")
+                    )
+                started.end()
         finally:
             logs.unbind(self._bound)
             _in_batch.reset(self._token)
 
 
-@contextlib.contextmanager
-def record_spans(function_name: str, records: Sequence[SourceRecord]) -> Iterator[None]:
+_NOT_PER_RECORD = contextlib.nullcontext()
+
+
+def record_spans(
+    function_name: str, records: Sequence[SourceRecord]
+) -> contextlib.AbstractContextManager[None]:
     """With SLUICEWAY_TRACE_RECORDS=true, one child span per record (linked to its producer),
-    open for the length of the invocation."""
+    open for the length of the invocation; otherwise nothing, at no cost."""
+    if not per_record() or tracer() is None:
+        return _NOT_PER_RECORD
+    return _record_spans(function_name, records)
+
+
+@contextlib.contextmanager
+def _record_spans(function_name: str, records: Sequence[SourceRecord]) -> Iterator[None]:
     active = tracer()
-    if active is None or not per_record():
-        yield
-        return
+    assert active is not None
     children = []
     for record in records:
         producer = producer_context(record.event)
