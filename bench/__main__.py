@@ -33,7 +33,7 @@ def plan(args: argparse.Namespace) -> dict[str, Callable[[], Any]]:
         "scale": lambda: scale.run(
             64 if q else 512, 8 if q else 64, 5.0 if q else 30.0, 10 if q else 100
         ),
-        "growth": lambda: growth.run(2_000 if q else 20_000, 1),
+        "growth": lambda: growth.run(2_000 if q else 20_000, 1 if q else r),
     }
 
 

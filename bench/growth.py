@@ -1,7 +1,7 @@
 """Cost growth: consumer CPU per record as batch size, record size and shard count grow.
 
-Sluiceway and the minimal aiobotocore loop read the same kinesalite streams; one run per point
-(a point is cheap to refresh: `python -m bench --only growth --repeats 3`).
+Sluiceway and the minimal aiobotocore loop read the same kinesalite streams, one after the other;
+each point is the median of `repeats` runs of each (`make bench`: 3; `--repeats` sets it).
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ def _point(
     env = aws_env(kinesis=endpoint)
     every = kinesis_e2e.consumers(stream, arn, endpoint, records, batch_size)
     commands = {name: every[name] for name in ("sluiceway", "aiobotocore loop")}
-    out: dict[str, float] = {}
-    for name, command in commands.items():
-        runs: list[ChildRun] = [run_child(command, env) for _ in range(repeats)]
-        out[name] = median([r.cpu / r.records * 1e6 for r in runs])  # CPU µs per record
-    return out
+    runs: dict[str, list[ChildRun]] = {name: [] for name in commands}
+    for _ in range(repeats):  # side by side, one after the other, so a busy spell hits both
+        for name, command in commands.items():
+            runs[name].append(run_child(command, env))
+    return {name: median([r.cpu / r.records * 1e6 for r in done]) for name, done in runs.items()}
 
 
 def run(records: int = 20_000, repeats: int = 1) -> dict[str, Any]:
