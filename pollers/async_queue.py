@@ -208,7 +208,8 @@ class SqliteEventQueue(AsyncEventQueue):
 
 
 class SqsEventQueue(AsyncEventQueue):
-    """Events as messages of a standard SQS queue that replicas share."""
+    """Events as messages of a standard SQS queue that replicas share, reached in the region of
+    its ARN or URL (the service's default region otherwise)."""
 
     def __init__(
         self, queue: str, clients: AwsClients, region: str, visibility_seconds: float
@@ -223,7 +224,7 @@ class SqsEventQueue(AsyncEventQueue):
 
     async def _queue_url(self) -> str:
         if self._url is None:
-            sqs = await self._clients.client("sqs")
+            sqs = await self._clients.client("sqs", region=self._ref.region)
             response = await call_with_retry(
                 sqs.get_queue_url,
                 QueueName=self._ref.name,
@@ -233,7 +234,7 @@ class SqsEventQueue(AsyncEventQueue):
         return self._url
 
     async def put(self, event: AsyncEvent, delay: float = 0.0) -> None:
-        sqs = await self._clients.client("sqs")
+        sqs = await self._clients.client("sqs", region=self._ref.region)
         await sqs.send_message(
             QueueUrl=await self._queue_url(),
             MessageBody=event.to_json().decode(),
@@ -241,7 +242,7 @@ class SqsEventQueue(AsyncEventQueue):
         )
 
     async def take(self, limit: int, wait: float) -> list[AsyncEvent]:
-        receiver = await self._clients.client("sqs", long_poll=True)
+        receiver = await self._clients.client("sqs", region=self._ref.region, long_poll=True)
         response = await call_with_retry(
             receiver.receive_message,
             QueueUrl=await self._queue_url(),
@@ -255,7 +256,7 @@ class SqsEventQueue(AsyncEventQueue):
         ]
 
     async def settle(self, event: AsyncEvent, settlement: AsyncSettlement) -> None:
-        sqs = await self._clients.client("sqs")
+        sqs = await self._clients.client("sqs", region=self._ref.region)
         if not isinstance(settlement, Finished):
             # the new state first: a crash between the two leaves a duplicate, never a loss
             delay = settlement.due_at - time.time()
