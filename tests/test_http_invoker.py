@@ -7,6 +7,11 @@ import time
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from sluiceway.core import telemetry
+from sluiceway.core.stats import Registry
 from sluiceway.handlers.http_target import (
     RIE_PATH,
     HttpInvoker,
@@ -14,8 +19,10 @@ from sluiceway.handlers.http_target import (
     read_function_answer,
 )
 from sluiceway.handlers.results import FunctionError, InvokeFailure, Returned
+from sluiceway.pollers.sqs_records import to_source_record
 from sluiceway.router.outcomes import PartialFailure
 from sluiceway.router.response import interpret
+from sluiceway.router.runner import BatchOrigin, BatchRunner, FailureHandling, Settlement
 
 from tests.support.rie import running_rie
 
@@ -176,3 +183,37 @@ async def test_check_reports_an_unreachable_http_target() -> None:
         port = sock.getsockname()[1]
     ok, detail = await reach_http(_mapping(f"http://127.0.0.1:{port}"))
     assert not ok and "Connect" in detail
+
+
+async def test_the_targets_request_id_is_the_batch_spans_invocation_id_and_the_settlements() -> (
+    None
+):
+    queue_arn = "arn:aws:sqs:us-east-1:000000000000:orders"
+    message = {"MessageId": "m1", "ReceiptHandle": "h1", "Body": "{}", "Attributes": {}}
+    record = to_source_record(message, queue_arn=queue_arn, region="us-east-1", fifo=False)
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    telemetry.use_tracer_provider(provider)
+    settled: list[Settlement] = []
+
+    async def settle(settlement: Settlement) -> None:
+        settled.append(settlement)
+
+    try:
+        async with running_rie(request_ids=True) as rie:
+            invoker = HttpInvoker(rie.url)
+            runner = BatchRunner(
+                invoker=invoker,
+                stats=Registry().add("orders", "sqs"),
+                failures=FailureHandling(retry_in_place=False),
+            )
+            try:
+                await runner.run([record], settle, BatchOrigin(queue_arn))
+            finally:
+                await invoker.aclose()
+    finally:
+        telemetry.use_tracer_provider(None)
+    (span,) = [s for s in exporter.get_finished_spans() if s.name == "orders process"]
+    assert settled[0].request_id == "rie-1"
+    assert (span.attributes or {})["faas.invocation_id"] == "rie-1"

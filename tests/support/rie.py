@@ -3,7 +3,8 @@
 The event's `"behaviour"` picks the answer: `ok` echoes, `error` is the runtime's error document
 (200, no X-Amz-Function-Error, as the RIE sends it), `rie_timeout` the RIE's timeout text, `exit`
 an empty body, `5xx` / `429` those statuses, `slow` sleeps `seconds` first. Every request received
-is kept in `requests`.
+is kept in `requests`. With `request_ids`, answers carry `x-amzn-RequestId` (`rie-1`, `rie-2`, …),
+as an endpoint fronting Lambda's Invoke API does.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class FakeRie:
     url: str
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
+    request_ids: bool = False
 
 
 async def _answer(rie: FakeRie, request: web.Request) -> web.Response:
@@ -57,14 +59,17 @@ async def _answer(rie: FakeRie, request: web.Request) -> web.Response:
 
 
 @asynccontextmanager
-async def running_rie(path: str = RIE_PATH) -> AsyncIterator[FakeRie]:
+async def running_rie(path: str = RIE_PATH, *, request_ids: bool = False) -> AsyncIterator[FakeRie]:
     """Serve on a free loopback port for the duration of the block."""
     app = web.Application()
     runner = web.AppRunner(app)
-    rie = FakeRie("")
+    rie = FakeRie("", request_ids=request_ids)
 
     async def handle(request: web.Request) -> web.Response:
-        return await _answer(rie, request)
+        response = await _answer(rie, request)
+        if rie.request_ids:
+            response.headers["x-amzn-RequestId"] = f"rie-{len(rie.requests)}"
+        return response
 
     app.router.add_post(path, handle)
     await runner.setup()
