@@ -10,6 +10,7 @@ import sys
 from collections import Counter
 from typing import Any
 
+import anyio
 import orjson
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -30,6 +31,7 @@ from sluiceway.config import load_settings
 from sluiceway.config.settings import Settings
 from sluiceway.router.tracing import traceparent_to_span_context, xray_to_span_context
 
+from tests.support.fault_proxy import FaultProxy, FaultRates
 from tests.support.sqs import unique
 from tests.support.streams import aws_client
 
@@ -305,3 +307,28 @@ async def test_a_missing_source_without_create_is_one_clear_error(moto_url: str)
     settings = _settings(q={"source": ARN.format("sqs", unique("missing")), "handler": "m:f"})
     with pytest.raises(ProduceError, match="--create"):
         await produce(settings, ProduceOptions(duration=1))
+
+
+@pytest.mark.anyio
+async def test_a_stop_lets_the_send_in_flight_finish_and_counts_it(
+    moto_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The producer's tally is what the emulator accepted: a stop that comes while a send is on
+    its way waits for it (each send bounded by SEND_SECONDS) rather than cutting it off."""
+    name = unique("stop").lower()
+    async with aws_client("sqs") as sqs:
+        url = (await sqs.create_queue(QueueName=name))["QueueUrl"]
+    settings = _settings(orders={"source": ARN.format("sqs", name), "handler": "m:f"})
+    out = io.StringIO()
+    options = ProduceOptions(rate=20, duration=0.3, report_seconds=60)
+    slow = FaultRates(slow=1.0, slow_seconds=0.8)  # every call: the first send outlives the stop
+    async with FaultProxy(moto_url, slow) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        tracer = TracerProvider().get_tracer("test")
+        with anyio.fail_after(30):
+            assert await produce(settings, options, out, tracer) == 0
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
+    (total,) = [line for line in out.getvalue().splitlines() if line.startswith("produce: total ")]
+    sent = int(total.split(": sent ")[1].split()[0])
+    assert sent == 1, total  # one send was in flight when the stop came, and it was counted
+    assert len(await _received(url)) == sent
