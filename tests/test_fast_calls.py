@@ -13,7 +13,7 @@ import ipaddress
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 import botocore.auth
@@ -95,6 +95,20 @@ async def clients() -> AsyncIterator[AwsClients]:
         yield made
 
 
+class Stream(NamedTuple):
+    """The clients' Kinesis client, its calls below botocore, and a one-shard stream."""
+
+    kinesis: Any
+    fast: FastCalls
+    arn: str
+
+
+@pytest.fixture
+async def stream(clients: AwsClients, one_shard: Any) -> Stream:
+    kinesis = await clients.client("kinesis")
+    return Stream(kinesis, await clients.fast("kinesis"), await one_shard(kinesis))
+
+
 async def _iterator(kinesis: Any, arn: str, kind: str = "TRIM_HORIZON") -> str:
     name = arn.rsplit("/", 1)[-1]  # kinesalite takes names only
     shard = (await kinesis.list_shards(StreamName=name))["Shards"][0]["ShardId"]
@@ -115,10 +129,8 @@ def _same(ours: dict[str, Any], theirs: dict[str, Any]) -> None:
 
 
 @pytest.mark.usefixtures("kinesalite")
-async def test_get_records_answers_as_the_client(clients: AwsClients, one_shard: Any) -> None:
-    kinesis = await clients.client("kinesis")
-    fast = await clients.fast("kinesis")
-    arn = await one_shard(kinesis)
+async def test_get_records_answers_as_the_client(stream: Stream) -> None:
+    kinesis, fast, arn = stream
     iterator = await _iterator(kinesis, arn)
     first = await fast.call("GetRecords", {"ShardIterator": iterator, "Limit": 100})
     assert fast.direct("GetRecords")  # the first call went through the client and taught it
@@ -136,11 +148,9 @@ async def test_get_records_answers_as_the_client(clients: AwsClients, one_shard:
 
 @pytest.mark.usefixtures("kinesalite")
 async def test_get_records_in_the_wire_form_is_alike_through_the_client_and_below_it(
-    clients: AwsClients, one_shard: Any
+    stream: Stream,
 ) -> None:
-    kinesis = await clients.client("kinesis")
-    fast = await clients.fast("kinesis")
-    arn = await one_shard(kinesis)
+    kinesis, fast, arn = stream
     iterator = await _iterator(kinesis, arn)
     payloads = [b"\x00\xffbytes", b"", b'{"json": true}', bytes(range(256)) * 400]
     for data in payloads:
@@ -167,11 +177,9 @@ async def test_get_records_in_the_wire_form_is_alike_through_the_client_and_belo
 
 @pytest.mark.usefixtures("kinesalite")
 async def test_concurrent_first_calls_wait_for_the_one_recording_the_template(
-    clients: AwsClients, one_shard: Any
+    stream: Stream,
 ) -> None:
-    kinesis = await clients.client("kinesis")
-    fast = await clients.fast("kinesis")
-    arn = await one_shard(kinesis)
+    kinesis, fast, arn = stream
     await kinesis.put_record(StreamName=arn.rsplit("/", 1)[-1], Data=b"one", PartitionKey="k")
     iterator = await _iterator(kinesis, arn)
     through_client: list[Any] = []
@@ -196,12 +204,8 @@ async def test_concurrent_first_calls_wait_for_the_one_recording_the_template(
 
 
 @pytest.mark.usefixtures("kinesalite")
-async def test_an_endpoint_parameter_goes_through_the_client(
-    clients: AwsClients, one_shard: Any
-) -> None:
-    kinesis = await clients.client("kinesis")
-    fast = await clients.fast("kinesis")
-    arn = await one_shard(kinesis)
+async def test_an_endpoint_parameter_goes_through_the_client(stream: Stream) -> None:
+    kinesis, fast, arn = stream
     iterator = await _iterator(kinesis, arn)
     first = await fast.call("GetRecords", {"ShardIterator": iterator, "StreamARN": arn})
     assert not fast.direct("GetRecords")  # StreamARN may choose the endpoint: never a template
@@ -309,11 +313,9 @@ async def test_a_5xx_then_an_answer_in_the_wire_form(
 
 
 async def test_nothing_listening_is_botocores_connection_error(
-    clients: AwsClients, monkeypatch: pytest.MonkeyPatch, one_shard: Any
+    stream: Stream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    kinesis = await clients.client("kinesis")
-    fast = await clients.fast("kinesis")
-    arn = await one_shard(kinesis)
+    kinesis, fast, arn = stream
     iterator = await _iterator(kinesis, arn)
     await fast.call("GetRecords", {"ShardIterator": iterator})
     fast.close()
