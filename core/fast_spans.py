@@ -98,8 +98,7 @@ class FastSpanFactory:
             cleaned = self.clean(values, on_span=True)
             values, dropped = dict(cleaned), _dropped(cleaned)
         valid = [link for link in links if _is_valid_link(link.context, link.attributes)]
-        span = FastSpan(self, name, context, parent_context, kind, values, valid)
-        span.dropped = dropped
+        span = FastSpan(self, name, context, parent_context, kind, values, valid, dropped)
         self._processor.on_start(span, parent_context=otel_context.get_current())  # type: ignore[arg-type]
         return span
 
@@ -225,6 +224,7 @@ class FastSpan(trace.Span):
         kind: SpanKind,
         attributes: dict[str, Any],
         links: list[Link],
+        dropped: int = 0,
     ) -> None:
         self._factory = factory
         self.name = name
@@ -232,7 +232,7 @@ class FastSpan(trace.Span):
         self.parent = parent
         self.kind = kind
         self.attributes = attributes
-        self.dropped = 0
+        self.dropped = dropped
         """Attributes cleaning dropped (invalid keys), counted as the SDK counts them."""
         self.links = links
         self.events: list[Event] = []

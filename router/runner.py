@@ -503,8 +503,6 @@ class BatchRunner:
         stats.invoked += len(records)
         stats.invocations += 1
         # One span per invocation: the SQS runner's batch span (already open), or this one.
-        if span is None and tracing.in_batch():
-            span = tracing.current_span()
         opened = (
             contextlib.nullcontext(span)
             if span is not None

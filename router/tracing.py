@@ -178,11 +178,6 @@ def new_batch_id() -> str:
     return f"{_BATCH_PREFIX}-{next(_batch_ids):x}"
 
 
-def in_batch() -> bool:
-    """Whether a batch span (or, with tracing off, a batch's log context) is open here."""
-    return _in_batch.get()
-
-
 class batch_span:
     """The per-batch span, with mapping and batch_id bound for logs. As the messaging conventions
     ask of a process span, it links to each message's producer, and to the receive span(s) that
@@ -245,17 +240,10 @@ class batch_span:
         if function:
             attributes["faas.coldstart"] = self._coldstart
         fast = fast_spans()
-        if fast is not None:
-            started = fast.start(
-                static.name, kind=SpanKind.CONSUMER, attributes=attributes, links=batch_links(records)
-            )
-        else:
-            started = active.start_span(
-                static.name,
-                kind=SpanKind.CONSUMER,
-                links=batch_links(records),
-                attributes=attributes,
-            )
+        start = fast.start if fast is not None else active.start_span
+        started = start(
+            static.name, kind=SpanKind.CONSUMER, attributes=attributes, links=batch_links(records)
+        )
         self._span = started
         self._context_token = otel_context.attach(trace.set_span_in_context(started))
         return started
